@@ -1,0 +1,45 @@
+// swift-tools-version: 6.0
+// A Kata-Containers-style containerd shim v2 in Swift. See README.md "Architecture" for the layout.
+import PackageDescription
+
+let strict: [SwiftSetting] = [.unsafeFlags(["-warnings-as-errors"])]
+
+var targets: [Target] = [
+    // C libraries and our own small C layer.
+    .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c",
+                   providers: [.apt(["libprotobuf-c-dev"])]),
+    .target(name: "CProtocols", dependencies: ["CProtobufC"],
+            cSettings: [.headerSearchPath("include")]),
+    .target(name: "CLinux", cSettings: [.define("_GNU_SOURCE")]),
+
+    // Swift libraries, dependencies pointing one way.
+    .target(name: "SystemKit", dependencies: ["CLinux"], swiftSettings: strict),
+    .target(name: "Protocols", dependencies: ["CProtocols", "CProtobufC"], swiftSettings: strict),
+    .target(name: "TTRPC", dependencies: ["SystemKit", "Protocols"], swiftSettings: strict),
+
+    // Executables.
+    .executableTarget(name: "ttrpc-peer", dependencies: ["TTRPC", "SystemKit", "Protocols"],
+                      swiftSettings: strict),
+
+    // Tests.
+    .testTarget(name: "ProtocolsTests", dependencies: ["Protocols"], swiftSettings: strict),
+    .testTarget(name: "SystemKitTests", dependencies: ["SystemKit"], swiftSettings: strict),
+    .testTarget(name: "TTRPCTests", dependencies: ["TTRPC", "SystemKit", "Protocols"],
+                swiftSettings: strict),
+]
+
+// The libFuzzer harness links no main of its own; it is built only by `make fuzz-ttrpc`.
+if Context.environment["KATA_FUZZ"] != nil {
+    targets.append(.executableTarget(name: "ttrpc-fuzz", dependencies: ["TTRPC", "Protocols"],
+                                     path: "Tests/Fuzz",
+                                     swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
+}
+
+let package = Package(
+    name: "kata-swift",
+    products: [
+        .executable(name: "ttrpc-peer", targets: ["ttrpc-peer"]),
+    ],
+    targets: targets,
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,2 @@
+#include "clinux.h"
+int cl_dummy(void){return 0;}
