@@ -1,2 +1,227 @@
 #include "clinux.h"
-int cl_dummy(void){return 0;}
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define RET(expr) do { int _r = (expr); return _r < 0 ? -errno : _r; } while (0)
+
+int cl_epoll_create(void) { RET(epoll_create1(EPOLL_CLOEXEC)); }
+
+int cl_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token) {
+    struct epoll_event ev = { .events = events, .data.u64 = token };
+    RET(epoll_ctl(epfd, op, fd, &ev));
+}
+
+int cl_epoll_wait(int epfd, cl_event *events, int max, int timeout_ms) {
+    struct epoll_event evs[256];
+    if (max > 256) max = 256;
+    int n = epoll_wait(epfd, evs, max, timeout_ms);
+    if (n < 0) return -errno;
+    for (int i = 0; i < n; i++) {
+        events[i].events = evs[i].events;
+        events[i].token = evs[i].data.u64;
+    }
+    return n;
+}
+
+int cl_eventfd(void) { RET(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)); }
+
+int cl_eventfd_signal(int fd) {
+    uint64_t one = 1;
+    RET((int)write(fd, &one, sizeof one));
+}
+
+int cl_eventfd_drain(int fd) {
+    uint64_t v;
+    RET((int)read(fd, &v, sizeof v));
+}
+
+static int fill_addr(const char *path, struct sockaddr_un *addr, socklen_t *len) {
+    size_t n = strlen(path);
+    memset(addr, 0, sizeof *addr);
+    addr->sun_family = AF_UNIX;
+    if (n == 0 || n >= sizeof addr->sun_path) return -ENAMETOOLONG;
+    memcpy(addr->sun_path, path, n);
+    if (path[0] == '@') addr->sun_path[0] = '\0';  // abstract namespace
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (path[0] == '@' ? 0 : 1));
+    return 0;
+}
+
+int cl_unix_listen(const char *path, int backlog) {
+    struct sockaddr_un addr;
+    socklen_t len;
+    int r = fill_addr(path, &addr, &len);
+    if (r < 0) return r;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (bind(fd, (struct sockaddr *)&addr, len) < 0 || listen(fd, backlog) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int cl_unix_connect(const char *path) {
+    struct sockaddr_un addr;
+    socklen_t len;
+    int r = fill_addr(path, &addr, &len);
+    if (r < 0) return r;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (connect(fd, (struct sockaddr *)&addr, len) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int cl_socketpair(int fds[2]) {
+    RET(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds));
+}
+
+int cl_accept(int listen_fd) { RET(accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)); }
+
+int cl_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return -errno;
+    *pid = cred.pid;
+    *uid = cred.uid;
+    *gid = cred.gid;
+    return 0;
+}
+
+int cl_set_nonblocking(int fd, int on) {
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -errno;
+    flags = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+    RET(fcntl(fd, F_SETFL, flags));
+}
+
+int cl_pipe(int fds[2]) { RET(pipe2(fds, O_CLOEXEC)); }
+
+void cl_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
+
+// --- spawn -----------------------------------------------------------------------------------
+
+struct spawn_report {
+    int err;
+    int stage;
+};
+
+static const char *const stages[] = { "exec", "chdir", "dup2", "setsid", "setpgid", "prctl", "open /dev/null", "signals" };
+
+// Runs in the forked child: async-signal-safe calls only, no allocation, no locks.
+static void child(const char *path, char *const argv[], char *const envp[], const char *cwd,
+                  const int *child_fds, int n, int flags, int report_fd, pid_t parent) {
+    struct spawn_report rep = { 0, 0 };
+    sigset_t all;
+    sigemptyset(&all);
+    if (sigprocmask(SIG_SETMASK, &all, NULL) < 0) { rep.stage = 7; goto fail; }
+    for (int s = 1; s < NSIG; s++) {
+        if (s == SIGKILL || s == SIGSTOP) continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = SIG_DFL;
+        sigaction(s, &sa, NULL);  // EINVAL for the RT signals glibc reserves: ignore
+    }
+    if ((flags & CL_SPAWN_PDEATHSIG)) {
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) { rep.stage = 5; goto fail; }
+        if (getppid() != parent) _exit(127);  // the parent died before prctl took effect
+    }
+    if ((flags & CL_SPAWN_SETSID) && setsid() < 0) { rep.stage = 3; goto fail; }
+    if ((flags & CL_SPAWN_SETPGID) && setpgid(0, 0) < 0) { rep.stage = 4; goto fail; }
+    // Move the report pipe and every source fd above the target range first, so that mapping
+    // fd a -> b never clobbers a source that is still needed.
+    int hi = n > 3 ? n : 3;
+    int moved_report = fcntl(report_fd, F_DUPFD_CLOEXEC, hi + n);
+    if (moved_report < 0) { rep.stage = 2; goto fail; }
+    report_fd = moved_report;
+    int src[64];
+    if (n > 64) { errno = EINVAL; rep.stage = 2; goto fail; }
+    for (int i = 0; i < n; i++) {
+        if (child_fds[i] < 0) {
+            src[i] = open("/dev/null", O_RDWR | O_CLOEXEC);
+            if (src[i] < 0) { rep.stage = 6; goto fail; }
+            int up = fcntl(src[i], F_DUPFD_CLOEXEC, hi + n);
+            close(src[i]);
+            src[i] = up;
+        } else {
+            src[i] = fcntl(child_fds[i], F_DUPFD_CLOEXEC, hi + n);
+        }
+        if (src[i] < 0) { rep.stage = 2; goto fail; }
+    }
+    for (int i = 0; i < n; i++) {
+        if (dup2(src[i], i) < 0) { rep.stage = 2; goto fail; }  // dup2 clears CLOEXEC on i
+    }
+    // Everything above the mapped range closes at exec (the report pipe too, which is how the
+    // parent learns that exec succeeded). close_range(CLOEXEC) is one syscall; older kernels
+    // get the loop.
+    if (syscall(SYS_close_range, (unsigned)n, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */) < 0) {
+        for (int fd = n; fd < 65536; fd++) {
+            if (fd != report_fd) close(fd);
+        }
+    }
+    if (cwd && chdir(cwd) < 0) { rep.stage = 1; goto fail; }
+    execve(path, argv, envp);
+    rep.stage = 0;
+fail:
+    rep.err = errno;
+    (void)!write(report_fd, &rep, sizeof rep);
+    _exit(127);
+}
+
+int cl_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd,
+             const int *child_fds, int n_child_fds, int flags, pid_t *pid_out,
+             const char **failed_stage) {
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) < 0) return -errno;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(report[0]);
+        close(report[1]);
+        return -e;
+    }
+    if (pid == 0) {
+        close(report[0]);
+        child(path, argv, envp, cwd, child_fds, n_child_fds, flags, report[1], parent);
+    }
+    close(report[1]);
+    struct spawn_report rep;
+    ssize_t got;
+    do { got = read(report[0], &rep, sizeof rep); } while (got < 0 && errno == EINTR);
+    close(report[0]);
+    if (got == (ssize_t)sizeof rep) {
+        // The child failed before or at exec: reap it now, report which step failed.
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        if (failed_stage) *failed_stage = stages[rep.stage];
+        return -rep.err;
+    }
+    *pid_out = pid;
+    return 0;
+}
+
+int cl_pidfd_open(pid_t pid) { RET((int)syscall(SYS_pidfd_open, pid, 0)); }
+
+int cl_reap(pid_t pid, int *status) {
+    pid_t r;
+    do { r = waitpid(pid, status, WNOHANG); } while (r < 0 && errno == EINTR);
+    if (r < 0) return -errno;
+    return r == pid ? 1 : 0;
+}

@@ -1,1 +1,73 @@
-int cl_dummy(void);
+// CLinux: the few Linux facilities Swift's Glibc module hides or cannot call (epoll, eventfd,
+// sockaddr_un handling, SO_PEERCRED, pidfd, variadic syscalls), plus the process spawner that
+// keeps every line between fork and exec in C. Functions return -errno on failure unless noted.
+#ifndef CLINUX_H
+#define CLINUX_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+// epoll ---------------------------------------------------------------------------------------
+enum {
+    CL_EPOLLIN = 0x001,
+    CL_EPOLLOUT = 0x004,
+    CL_EPOLLERR = 0x008,
+    CL_EPOLLHUP = 0x010,
+    CL_EPOLLRDHUP = 0x2000,
+};
+enum { CL_EPOLL_CTL_ADD = 1, CL_EPOLL_CTL_DEL = 2, CL_EPOLL_CTL_MOD = 3 };
+
+/// One ready event: the epoll bits and the caller's 64-bit token.
+typedef struct cl_event {
+    uint32_t events;
+    uint64_t token;
+} cl_event;
+
+int cl_epoll_create(void);
+int cl_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
+/// Waits up to timeout_ms (-1 = forever); fills at most max events. EINTR is returned as -EINTR.
+int cl_epoll_wait(int epfd, cl_event *events, int max, int timeout_ms);
+
+int cl_eventfd(void);
+int cl_eventfd_signal(int fd);
+int cl_eventfd_drain(int fd);
+
+// sockets -------------------------------------------------------------------------------------
+/// Non-blocking, close-on-exec AF_UNIX stream socket bound to path and listening. A path that
+/// starts with '@' is an abstract socket. An existing filesystem socket file is not removed.
+int cl_unix_listen(const char *path, int backlog);
+/// Non-blocking, close-on-exec connect; -EAGAIN when the listener's backlog is full.
+int cl_unix_connect(const char *path);
+/// A connected non-blocking, close-on-exec AF_UNIX stream pair.
+int cl_socketpair(int fds[2]);
+/// accept4 with SOCK_NONBLOCK|SOCK_CLOEXEC.
+int cl_accept(int listen_fd);
+/// SO_PEERCRED of a connected unix socket.
+int cl_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
+int cl_set_nonblocking(int fd, int on);
+/// pipe2 with O_CLOEXEC.
+int cl_pipe(int fds[2]);
+/// SIGPIPE is ignored process-wide so a peer that went away yields EPIPE, not death.
+void cl_ignore_sigpipe(void);
+
+// processes -----------------------------------------------------------------------------------
+enum {
+    CL_SPAWN_SETSID = 1 << 0,     ///< new session (detach from the caller's terminal and group)
+    CL_SPAWN_PDEATHSIG = 1 << 1,  ///< SIGKILL the child when the spawning thread exits
+    CL_SPAWN_SETPGID = 1 << 2,    ///< own process group
+};
+
+/// fork + exec with everything in between done here, in C: the signal mask is cleared and every
+/// signal reset to its default, fds are mapped (child_fds[i] becomes fd i; -1 opens /dev/null),
+/// every other fd is closed, then execve. On success stores the pid and returns 0; when exec (or
+/// a step before it) fails in the child, returns -errno of that step and the child is reaped.
+/// *failed_stage names that step ("exec", "chdir", "dup2", ...) when non-NULL.
+int cl_spawn(const char *path, char *const argv[], char *const envp[], const char *cwd,
+             const int *child_fds, int n_child_fds, int flags, pid_t *pid_out,
+             const char **failed_stage);
+
+int cl_pidfd_open(pid_t pid);
+/// Non-blocking waitpid for pid: 1 and *status when it was reaped, 0 if still running.
+int cl_reap(pid_t pid, int *status);
+
+#endif

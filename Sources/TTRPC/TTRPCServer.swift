@@ -1,0 +1,371 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Protocols
+import Synchronization
+import SystemKit
+
+/// A ttRPC server: handlers registered per service and method, any number of connections,
+/// many concurrent calls per connection.
+///
+/// Each request runs in its own Task, so a blocking-until-exit `Wait` never holds up `State`
+/// on the same connection. Responses are written by the connection's single writer in
+/// completion order. Thread-safe; register handlers before serving.
+public final class TTRPCServer: Sendable {
+    /// Tunables; the defaults suit containerd and the agent.
+    public struct Options: Sendable {
+        /// Close connections whose peer has another uid than ours (SO_PEERCRED), as
+        /// containerd's runc shim does.
+        public var requireSameUser = false
+        /// Reading from a connection pauses while this many of its calls run.
+        public var maxInFlightPerConnection = 1024
+        /// Reading pauses while this many response bytes wait for the peer to read them.
+        public var maxQueuedResponseBytes = 16 << 20
+        public init() {}
+    }
+
+    /// A handler over raw payload bytes.
+    public typealias RawHandler = @Sendable (_ payload: [UInt8], _ context: CallContext) async throws -> [UInt8]
+
+    private struct ConnectionInfo {
+        let connection: FrameConnection
+        var inFlight = 0
+        let peer: PeerCredentials?
+    }
+
+    private struct State {
+        var handlers: [String: [String: RawHandler]] = [:]
+        var listeners: [(Reactor.Registration, CInt)] = []
+        var connections: [ObjectIdentifier: ConnectionInfo] = [:]
+        var shuttingDown = false
+        var drainedWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let options: Options
+    private let reactor: Reactor
+    private let state = Mutex(State())
+
+    public init(options: Options = Options(), reactor: Reactor = .shared) {
+        self.options = options
+        self.reactor = reactor
+    }
+
+    // MARK: - Registration
+
+    /// Registers a typed unary handler. A payload that does not decode as `Request` is answered
+    /// with InvalidArgument without calling the handler.
+    public func register<Request, Response>(_ method: RPCMethod<Request, Response>,
+                                            _ handler: @escaping @Sendable (Request, CallContext) async throws -> Response) {
+        registerRaw(service: method.service, method: method.method) { payload, context in
+            let request: Request
+            do {
+                request = try Request(serializedBytes: payload)
+            } catch {
+                throw TTRPCError(.invalidArgument, "error unmarshalling payload: \(error)")
+            }
+            return try await handler(request, context).serializedBytes()
+        }
+    }
+
+    public func registerRaw(service: String, method: String, _ handler: @escaping RawHandler) {
+        state.withLock { $0.handlers[service, default: [:]][method] = handler }
+    }
+
+    // MARK: - Serving
+
+    /// Accepts connections on `listener` (a listening socket this server now owns).
+    public func serve(listener: consuming FileDescriptor) throws(Errno) {
+        try listener.setNonBlocking()
+        let fd = listener.take()
+        do {
+            let reg = try reactor.register(fd, interest: .readable) { [self] _ in acceptAll(fd) }
+            state.withLock { $0.listeners.append((reg, fd)) }
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+    }
+
+    /// Serves one already-connected stream (socketpair, virtio-serial port, vsock).
+    public func serve(connection fd: consuming FileDescriptor) throws(Errno) {
+        try adopt(fd, peer: nil)
+    }
+
+    private func acceptAll(_ listener: CInt) {
+        while true {
+            let accepted: FileDescriptor?
+            do {
+                accepted = try UnixSocket.accept(listener)
+            } catch {
+                if error.rawValue == EMFILE || error.rawValue == ENFILE {
+                    pauseListener(listener)
+                }
+                return
+            }
+            guard let accepted else { return }
+            let peer = try? UnixSocket.peerCredentials(accepted.rawValue)
+            if options.requireSameUser && peer?.uid != geteuid() {
+                accepted.close()
+                continue
+            }
+            try? adopt(accepted, peer: peer)
+        }
+    }
+
+    /// Out of descriptors: level-triggered epoll would spin on the pending connection, so stop
+    /// watching the listener for a moment.
+    private func pauseListener(_ fd: CInt) {
+        guard let reg = state.withLock({ s in s.listeners.first { $0.1 == fd }?.0 }) else { return }
+        try? reactor.modify(reg, interest: [])
+        reactor.schedule(after: .milliseconds(100)) { [self] in
+            if state.withLock({ s in s.listeners.contains { $0.1 == fd } }) {
+                try? reactor.modify(reg, interest: .readable)
+            }
+        }
+    }
+
+    private func adopt(_ fd: consuming FileDescriptor, peer: PeerCredentials?) throws(Errno) {
+        let connection = try FrameConnection(
+            taking: fd, reactor: reactor,
+            onOutput: { [self] conn, output in received(output, on: conn) },
+            onClose: { [self] conn, _ in connectionClosed(conn) })
+        let accepted = state.withLock { s -> Bool in
+            guard !s.shuttingDown else { return false }
+            s.connections[ObjectIdentifier(connection)] = ConnectionInfo(connection: connection, peer: peer)
+            return true
+        }
+        guard accepted else {
+            connection.close()
+            return
+        }
+        do {
+            try connection.start()
+        } catch {
+            connection.close()
+            throw error
+        }
+    }
+
+    private func connectionClosed(_ connection: FrameConnection) {
+        let waiters: [CheckedContinuation<Void, Never>] = state.withLock { s in
+            s.connections.removeValue(forKey: ObjectIdentifier(connection))
+            guard s.shuttingDown, s.connections.isEmpty else { return [] }
+            let w = s.drainedWaiters
+            s.drainedWaiters = []
+            return w
+        }
+        for w in waiters { w.resume() }
+    }
+
+    // MARK: - Requests
+
+    private func received(_ output: FrameDecoder.Output, on connection: FrameConnection) {
+        switch output {
+        case .oversized(let header):
+            guard header.type == .request else { return }
+            respond(on: connection, streamID: header.streamID,
+                    error: TTRPCError(.resourceExhausted,
+                                      "message length \(header.length) exceed maximum message size of \(Frame.maxDataLength)"))
+        case .frame(let header, let data):
+            // Unknown frame types (v1.2 Data frames, future types) are ignored, as Go v1.1 does.
+            guard header.type == .request else { return }
+            dispatch(header, data, on: connection)
+        }
+    }
+
+    private func dispatch(_ header: FrameHeader, _ data: [UInt8], on connection: FrameConnection) {
+        let streamID = header.streamID
+        guard streamID % 2 == 1 else {
+            respond(on: connection, streamID: streamID,
+                    error: TTRPCError(.invalidArgument, "StreamID must be odd for client initiated streams"))
+            return
+        }
+        let request: TTRPCWire.Request
+        do {
+            request = try TTRPCWire.Request(serializedBytes: data)
+        } catch {
+            respond(on: connection, streamID: streamID, error: TTRPCError(.invalidArgument, "unmarshal request error: \(error)"))
+            return
+        }
+        let id = ObjectIdentifier(connection)
+        enum Lookup { case handler(RawHandler, PeerCredentials?), noService, noMethod, gone }
+        let lookup: Lookup = state.withLock { s in
+            guard let methods = s.handlers[request.service] else { return .noService }
+            guard let handler = methods[request.method] else { return .noMethod }
+            guard s.connections[id] != nil else { return .gone }
+            s.connections[id]!.inFlight += 1
+            return .handler(handler, s.connections[id]!.peer)
+        }
+        let handler: RawHandler, peer: PeerCredentials?
+        switch lookup {
+        case .noService:
+            respond(on: connection, streamID: streamID, error: TTRPCError(.unimplemented, "service \(request.service)"))
+            return
+        case .noMethod:
+            respond(on: connection, streamID: streamID, error: TTRPCError(.unimplemented, "method \(request.method)"))
+            return
+        case .gone:
+            return
+        case .handler(let h, let p):
+            handler = h
+            peer = p
+        }
+        applyBackpressure(connection)
+
+        let deadline: ContinuousClock.Instant? = request.timeoutNano > 0 ? .now + .nanoseconds(request.timeoutNano) : nil
+        let context = CallContext(service: request.service, method: request.method, streamID: streamID,
+                                  metadata: request.metadata, deadline: deadline, peer: peer)
+        let call = PendingCall()
+        let timer = deadline.map { d in
+            reactor.schedule(at: d) { [self] in
+                guard call.finish() else { return }
+                respond(on: connection, streamID: streamID, error: TTRPCError(.deadlineExceeded, "context deadline exceeded"))
+                call.cancelTask()
+            }
+        }
+        let payload = request.payload
+        let task = Task { [self] in
+            let result: Result<[UInt8], any Error>
+            do {
+                result = .success(try await handler(payload, context))
+            } catch {
+                result = .failure(error)
+            }
+            if let timer { reactor.cancel(timer) }
+            if call.finish() {
+                switch result {
+                case .success(let bytes): respond(on: connection, streamID: streamID, payload: bytes)
+                case .failure(let error): respond(on: connection, streamID: streamID, error: TTRPCError(mapping: error))
+                }
+            }
+            callEnded(on: connection)
+        }
+        call.setTask(task)
+    }
+
+    private func applyBackpressure(_ connection: FrameConnection) {
+        let inFlight = state.withLock { $0.connections[ObjectIdentifier(connection)]?.inFlight ?? 0 }
+        if inFlight >= options.maxInFlightPerConnection || connection.queuedBytes >= options.maxQueuedResponseBytes {
+            connection.pauseReading()
+            // Resume as calls complete (callEnded) or, for a slow reader, once it drained.
+            if connection.queuedBytes >= options.maxQueuedResponseBytes { watchDrain(connection) }
+        }
+    }
+
+    private func watchDrain(_ connection: FrameConnection) {
+        reactor.schedule(after: .milliseconds(5)) { [self] in
+            guard !connection.isClosed else { return }
+            if connection.queuedBytes < options.maxQueuedResponseBytes / 2 { maybeResume(connection) } else { watchDrain(connection) }
+        }
+    }
+
+    private func maybeResume(_ connection: FrameConnection) {
+        let inFlight = state.withLock { $0.connections[ObjectIdentifier(connection)]?.inFlight ?? 0 }
+        if inFlight < options.maxInFlightPerConnection && connection.queuedBytes < options.maxQueuedResponseBytes {
+            connection.resumeReading()
+        }
+    }
+
+    private func callEnded(on connection: FrameConnection) {
+        let (remaining, shuttingDown) = state.withLock { s -> (Int, Bool) in
+            let id = ObjectIdentifier(connection)
+            guard s.connections[id] != nil else { return (0, s.shuttingDown) }
+            s.connections[id]!.inFlight -= 1
+            return (s.connections[id]!.inFlight, s.shuttingDown)
+        }
+        if shuttingDown && remaining == 0 {
+            connection.closeAfterFlush()
+        } else if remaining == options.maxInFlightPerConnection - 1 {
+            maybeResume(connection)
+        } else if remaining < options.maxInFlightPerConnection {
+            maybeResume(connection)
+        }
+    }
+
+    private func respond(on connection: FrameConnection, streamID: UInt32, payload: [UInt8]) {
+        var data = TTRPCWire.Response(payload: payload).serializedBytes()
+        if data.count > Frame.maxDataLength {
+            data = TTRPCWire.Response(status: TTRPCError(
+                .resourceExhausted, "response of \(data.count) bytes exceeds maximum message size of \(Frame.maxDataLength)").status)
+                .serializedBytes()
+        }
+        connection.send(Frame.encode(streamID: streamID, type: .response, data: data))
+    }
+
+    private func respond(on connection: FrameConnection, streamID: UInt32, error: TTRPCError) {
+        let data = TTRPCWire.Response(status: error.status).serializedBytes()
+        connection.send(Frame.encode(streamID: streamID, type: .response, data: data))
+    }
+
+    // MARK: - Shutdown
+
+    /// Stops accepting, lets in-flight calls finish and their responses flush, closes each
+    /// connection as it becomes idle, and returns when all are closed or `gracePeriod` ran out
+    /// (the rest are then closed, their calls' tasks cancelled by their own deadlines).
+    public func shutdown(gracePeriod: Duration = .seconds(5)) async {
+        let (listeners, idle, all) = state.withLock { s -> ([(Reactor.Registration, CInt)], [FrameConnection], Int) in
+            s.shuttingDown = true
+            let l = s.listeners
+            s.listeners = []
+            let idle = s.connections.values.filter { $0.inFlight == 0 }.map(\.connection)
+            return (l, idle, s.connections.count)
+        }
+        for (reg, fd) in listeners {
+            reactor.deregister(reg)
+            Glibc.close(fd)
+        }
+        for c in idle { c.closeAfterFlush() }
+        guard all > 0 else { return }
+        let timer = reactor.schedule(after: gracePeriod) { [self] in
+            let rest = state.withLock { $0.connections.values.map(\.connection) }
+            for c in rest { c.close() }
+        }
+        await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { s -> Bool in
+                if s.connections.isEmpty { return true }
+                s.drainedWaiters.append(cont)
+                return false
+            }
+            if done { cont.resume() }
+        }
+        reactor.cancel(timer)
+    }
+
+    /// Connections currently open (for tests and diagnostics).
+    public var connectionCount: Int { state.withLock { $0.connections.count } }
+}
+
+/// The race between a handler finishing and its deadline firing: exactly one of them answers.
+private final class PendingCall: Sendable {
+    private struct State {
+        var finished = false
+        var task: Task<Void, Never>?
+        var cancelRequested = false
+    }
+    private let state = Mutex(State())
+
+    /// True for the first caller only.
+    func finish() -> Bool {
+        state.withLock { s in
+            if s.finished { return false }
+            s.finished = true
+            return true
+        }
+    }
+
+    func setTask(_ task: Task<Void, Never>) {
+        let cancel = state.withLock { s -> Bool in
+            s.task = task
+            return s.cancelRequested
+        }
+        if cancel { task.cancel() }
+    }
+
+    func cancelTask() {
+        let task = state.withLock { s -> Task<Void, Never>? in
+            s.cancelRequested = true
+            return s.task
+        }
+        task?.cancel()
+    }
+}
