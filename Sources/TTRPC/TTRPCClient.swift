@@ -53,11 +53,16 @@ public final class TTRPCClient: Sendable {
     public static func connect(path: String, timeout: Duration = .seconds(5), reactor: Reactor = .shared) async throws -> TTRPCClient {
         let deadline = ContinuousClock.now + timeout
         while true {
+            let fd: FileDescriptor
             do {
-                return try TTRPCClient(taking: try UnixSocket.connect(path: path), reactor: reactor)
-            } catch where error == .wouldBlock && ContinuousClock.now < deadline {
+                fd = try UnixSocket.connect(path: path)
+            } catch {
+                let retry = error.rawValue == EAGAIN && ContinuousClock.now < deadline
+                guard retry else { throw error }
                 try await Task.sleep(for: .milliseconds(1))
+                continue
             }
+            return try TTRPCClient(taking: fd, reactor: reactor)
         }
     }
 
