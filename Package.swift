@@ -17,14 +17,16 @@ var targets: [Target] = [
     .target(name: "Protocols", dependencies: ["CProtocols", "CProtobufC"], swiftSettings: strict),
     .target(name: "TTRPC", dependencies: ["SystemKit", "Protocols"], swiftSettings: strict),
 
+    .target(name: "EchoService", dependencies: ["TTRPC", "Protocols"], swiftSettings: strict),
+
     // Executables.
-    .executableTarget(name: "ttrpc-peer", dependencies: ["TTRPC", "SystemKit", "Protocols"],
+    .executableTarget(name: "ttrpc-peer", dependencies: ["TTRPC", "SystemKit", "Protocols", "EchoService"],
                       swiftSettings: strict),
 
     // Tests.
     .testTarget(name: "ProtocolsTests", dependencies: ["Protocols"], swiftSettings: strict),
     .testTarget(name: "SystemKitTests", dependencies: ["SystemKit"], swiftSettings: strict),
-    .testTarget(name: "TTRPCTests", dependencies: ["TTRPC", "SystemKit", "Protocols"],
+    .testTarget(name: "TTRPCTests", dependencies: ["TTRPC", "SystemKit", "Protocols", "EchoService"],
                 swiftSettings: strict),
 ]
 
