@@ -13,7 +13,7 @@ import Synchronization
 ///
 /// Why a thread and not Tasks: a blocking `epoll_wait` on Swift's cooperative pool would take
 /// one of the two cores away from every other task (see reference/swift-on-linux.md).
-public final class Reactor: Sendable {
+public final class Reactor: TaskExecutor, Sendable {
     /// The process-wide reactor, started on first use.
     public static let shared = Reactor()
 
@@ -61,11 +61,13 @@ public final class Reactor: Sendable {
         var nextToken: UInt64 = 1
         var sleepingUntil: ContinuousClock.Instant? = nil   // nil: blocked without timeout
         var asleep = false
+        var jobs: [UnownedJob] = []
     }
 
     private let epfd: CInt
     private let wakeFD: CInt
     private let state = Mutex(State())
+    private let thread = Mutex<pthread_t?>(nil)
     private static let wakeToken: UInt64 = 0
 
     private init() {
@@ -139,6 +141,41 @@ public final class Reactor: Sendable {
         state.withLock { $0.timerActions.removeValue(forKey: timer.id) != nil }
     }
 
+    // MARK: - Executor
+
+    /// Runs `job` on the reactor thread, after the current batch of events. Tasks created with
+    /// `Task(executorPreference: reactor)` run here: a request decoded on the reactor is then
+    /// handled, and its response written, without waking another thread. Such tasks must not
+    /// block or compute for long; they share the thread with every descriptor.
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let unowned = UnownedJob(job)
+        let wake = state.withLock { s -> Bool in
+            s.jobs.append(unowned)
+            guard s.asleep else { return false }
+            s.asleep = false
+            return true
+        }
+        if wake { _ = cl_eventfd_signal(wakeFD) }
+    }
+
+    /// Whether the caller runs on the reactor thread.
+    public var isCurrentThread: Bool {
+        guard let t = thread.withLock({ $0 }) else { return false }
+        return pthread_equal(t, pthread_self()) != 0
+    }
+
+    private func runJobs() {
+        // Run what is queued now; jobs enqueued meanwhile wait for the next turn so events and
+        // timers are never starved.
+        let batch = state.withLock { s -> [UnownedJob] in
+            let b = s.jobs
+            s.jobs.removeAll(keepingCapacity: true)
+            return b
+        }
+        let executor = asUnownedTaskExecutor()
+        for job in batch { job.runSynchronously(on: executor) }
+    }
+
     // MARK: - Loop
 
     private final class ThreadStart {
@@ -159,8 +196,10 @@ public final class Reactor: Sendable {
     }
 
     private func run() {
+        thread.withLock { $0 = pthread_self() }
         var events = [cl_event](repeating: cl_event(), count: 128)
         while true {
+            runJobs()
             let timeout = prepareToSleep()
             let n = events.withUnsafeMutableBufferPointer { cl_epoll_wait(epfd, $0.baseAddress, CInt($0.count), timeout) }
             state.withLock { $0.asleep = false }
@@ -184,6 +223,7 @@ public final class Reactor: Sendable {
     private func prepareToSleep() -> CInt {
         state.withLock { s in
             while let top = s.heap.first, s.timerActions[top.id] == nil { _ = Self.pop(&s.heap) }
+            if !s.jobs.isEmpty { return 0 }
             s.asleep = true
             guard let next = s.heap.first else {
                 s.sleepingUntil = nil

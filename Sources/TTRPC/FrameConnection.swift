@@ -19,15 +19,22 @@ final class FrameConnection: Sendable {
         case local
     }
 
+    /// Everything the writers and `close` share. Reading uses `reader` instead, so handler
+    /// threads sending responses never wait for the reactor's read syscall.
     private struct State {
-        var decoder: FrameDecoder
         var out: [[UInt8]] = []
         var outOffset = 0          // bytes of out[0] already written
-        var outBytes = 0
         var registration: Reactor.Registration?
         var wantWrite = false
         var readPaused = false
         var closeWhenFlushed = false
+        var closed = false
+    }
+
+    /// Decoder state; touched by the reactor thread (and by `close`, to exclude a read in
+    /// progress). Lock order: reader, then state.
+    private struct Reader {
+        var decoder: FrameDecoder
         var closed = false
     }
 
@@ -39,6 +46,9 @@ final class FrameConnection: Sendable {
     let fd: CInt
     private let reactor: Reactor
     private let state: Mutex<State>
+    private let reader: Mutex<Reader>
+    private let queued = Atomic<Int>(0)
+    private let paused = Atomic<Bool>(false)
     private let scratch: Scratch
     private let onOutput: @Sendable (FrameConnection, FrameDecoder.Output) -> Void
     private let onClose: @Sendable (FrameConnection, CloseReason) -> Void
@@ -50,7 +60,8 @@ final class FrameConnection: Sendable {
         try fd.setNonBlocking()
         self.fd = fd.take()
         self.reactor = reactor
-        self.state = Mutex(State(decoder: FrameDecoder(maxDataLength: maxDataLength)))
+        self.state = Mutex(State())
+        self.reader = Mutex(Reader(decoder: FrameDecoder(maxDataLength: maxDataLength)))
         self.scratch = Scratch(buffer: .allocate(byteCount: 64 * 1024, alignment: 16))
         self.onOutput = onOutput
         self.onClose = onClose
@@ -71,7 +82,7 @@ final class FrameConnection: Sendable {
     var isClosed: Bool { state.withLock { $0.closed } }
 
     /// Bytes queued for writing (not yet accepted by the kernel).
-    var queuedBytes: Int { state.withLock { $0.outBytes } }
+    var queuedBytes: Int { queued.load(ordering: .relaxed) }
 
     // MARK: - Reading
 
@@ -86,8 +97,8 @@ final class FrameConnection: Sendable {
         for _ in 0..<8 {
             var outputs: [FrameDecoder.Output] = []
             var closeReason: CloseReason?
-            let more: Bool = state.withLock { s in
-                guard !s.closed, !s.readPaused else { return false }
+            let more: Bool = reader.withLock { r in
+                guard !r.closed, !paused.load(ordering: .relaxed) else { return false }
                 let result: ReadResult
                 do {
                     result = try readNonBlocking(fd, into: scratch.buffer)
@@ -102,8 +113,8 @@ final class FrameConnection: Sendable {
                     closeReason = .endOfFile
                     return false
                 case .bytes(let n):
-                    s.decoder.append(UnsafeRawBufferPointer(rebasing: scratch.buffer[0..<n]))
-                    while let o = s.decoder.next() { outputs.append(o) }
+                    r.decoder.append(UnsafeRawBufferPointer(rebasing: scratch.buffer[0..<n]))
+                    while let o = r.decoder.next() { outputs.append(o) }
                     return n == scratch.buffer.count
                 }
             }
@@ -121,6 +132,7 @@ final class FrameConnection: Sendable {
         state.withLock { s in
             guard !s.readPaused, !s.closed else { return }
             s.readPaused = true
+            paused.store(true, ordering: .relaxed)
             updateInterest(&s)
         }
     }
@@ -129,6 +141,7 @@ final class FrameConnection: Sendable {
         state.withLock { s in
             guard s.readPaused, !s.closed else { return }
             s.readPaused = false
+            paused.store(false, ordering: .relaxed)
             updateInterest(&s)
         }
     }
@@ -155,7 +168,7 @@ final class FrameConnection: Sendable {
                     if n == bytes.count { return true }
                     s.out.append(bytes)
                     s.outOffset = n
-                    s.outBytes = bytes.count - n
+                    queued.add(bytes.count - n, ordering: .relaxed)
                 } catch {
                     failure = (error as? Errno) ?? Errno(EIO, "write")
                     return false
@@ -164,7 +177,7 @@ final class FrameConnection: Sendable {
                 updateInterest(&s)
             } else {
                 s.out.append(bytes)
-                s.outBytes += bytes.count
+                queued.add(bytes.count, ordering: .relaxed)
             }
             return true
         }
@@ -192,7 +205,7 @@ final class FrameConnection: Sendable {
                 }
                 if n == 0 { return }
                 s.outOffset += n
-                s.outBytes -= n
+                queued.subtract(n, ordering: .relaxed)
                 if s.outOffset == first.count {
                     s.out.removeFirst()
                     s.outOffset = 0
@@ -219,18 +232,19 @@ final class FrameConnection: Sendable {
 
     /// Closes the fd now (queued bytes are dropped) and reports `reason` once.
     func close(_ reason: CloseReason = .local) {
-        let reg: Reactor.Registration?? = state.withLock { s in
-            guard !s.closed else { return .none }
-            s.closed = true
-            s.out = []
-            s.outBytes = 0
-            let r = s.registration
-            s.registration = nil
-            if let r { reactor.deregister(r) }
-            Glibc.close(fd)
-            return .some(r)
+        let first: Bool = reader.withLock { r in
+            state.withLock { s in
+                guard !s.closed else { return false }
+                s.closed = true
+                r.closed = true
+                s.out = []
+                queued.store(0, ordering: .relaxed)
+                if let reg = s.registration { reactor.deregister(reg) }
+                s.registration = nil
+                Glibc.close(fd)
+                return true
+            }
         }
-        guard reg != nil else { return }
-        onClose(self, reason)
+        if first { onClose(self, reason) }
     }
 }

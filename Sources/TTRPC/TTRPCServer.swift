@@ -21,29 +21,36 @@ public final class TTRPCServer: Sendable {
         public var maxInFlightPerConnection = 1024
         /// Reading pauses while this many response bytes wait for the peer to read them.
         public var maxQueuedResponseBytes = 16 << 20
+        /// Where handlers run. `.reactor` (the default) runs them on the reactor thread that
+        /// decoded the request: no thread hop per call, the fastest choice for handlers that
+        /// await I/O and do little computation. `.globalPool` runs them on Swift's cooperative
+        /// pool, for handlers that compute for long.
+        public var handlerExecutor: HandlerExecutor = .reactor
         public init() {}
+    }
+
+    /// See `Options.handlerExecutor`.
+    public enum HandlerExecutor: Sendable {
+        case reactor
+        case globalPool
     }
 
     /// A handler over raw payload bytes.
     public typealias RawHandler = @Sendable (_ payload: [UInt8], _ context: CallContext) async throws -> [UInt8]
 
-    private struct ConnectionInfo {
-        let connection: FrameConnection
-        var inFlight = 0
-        let peer: PeerCredentials?
-    }
-
     private struct State {
-        var handlers: [String: [String: RawHandler]] = [:]
         var listeners: [(Reactor.Registration, CInt)] = []
-        var connections: [ObjectIdentifier: ConnectionInfo] = [:]
-        var shuttingDown = false
+        var connections: [ObjectIdentifier: ServerConnection] = [:]
         var drainedWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
     private let options: Options
     private let reactor: Reactor
+    // Connection bookkeeping changes per connect/close; the hot path per call touches only the
+    // handler table (read by the reactor thread) and the connection's own atomics.
     private let state = Mutex(State())
+    private let handlers = Mutex<[String: [String: RawHandler]]>([:])
+    private let shuttingDown = Atomic<Bool>(false)
 
     public init(options: Options = Options(), reactor: Reactor = .shared) {
         self.options = options
@@ -68,7 +75,7 @@ public final class TTRPCServer: Sendable {
     }
 
     public func registerRaw(service: String, method: String, _ handler: @escaping RawHandler) {
-        state.withLock { $0.handlers[service, default: [:]][method] = handler }
+        handlers.withLock { $0[service, default: [:]][method] = handler }
     }
 
     // MARK: - Serving
@@ -125,31 +132,39 @@ public final class TTRPCServer: Sendable {
     }
 
     private func adopt(_ fd: consuming FileDescriptor, peer: PeerCredentials?) throws(Errno) {
-        let connection = try FrameConnection(
+        let box = Mutex<ServerConnection?>(nil)
+        let frames = try FrameConnection(
             taking: fd, reactor: reactor,
-            onOutput: { [self] conn, output in received(output, on: conn) },
-            onClose: { [self] conn, _ in connectionClosed(conn) })
+            onOutput: { [self] _, output in
+                if let conn = box.withLock({ $0 }) { received(output, on: conn) }
+            },
+            onClose: { [self] frames, _ in
+                box.withLock { $0 = nil }
+                connectionClosed(frames)
+            })
+        let connection = ServerConnection(frames: frames, peer: peer)
+        box.withLock { $0 = connection }
         let accepted = state.withLock { s -> Bool in
-            guard !s.shuttingDown else { return false }
-            s.connections[ObjectIdentifier(connection)] = ConnectionInfo(connection: connection, peer: peer)
+            guard !shuttingDown.load(ordering: .acquiring) else { return false }
+            s.connections[ObjectIdentifier(frames)] = connection
             return true
         }
         guard accepted else {
-            connection.close()
+            frames.close()
             return
         }
         do {
-            try connection.start()
+            try frames.start()
         } catch {
-            connection.close()
+            frames.close()
             throw error
         }
     }
 
-    private func connectionClosed(_ connection: FrameConnection) {
+    private func connectionClosed(_ frames: FrameConnection) {
         let waiters: [CheckedContinuation<Void, Never>] = state.withLock { s in
-            s.connections.removeValue(forKey: ObjectIdentifier(connection))
-            guard s.shuttingDown, s.connections.isEmpty else { return [] }
+            s.connections.removeValue(forKey: ObjectIdentifier(frames))
+            guard shuttingDown.load(ordering: .acquiring), s.connections.isEmpty else { return [] }
             let w = s.drainedWaiters
             s.drainedWaiters = []
             return w
@@ -159,7 +174,7 @@ public final class TTRPCServer: Sendable {
 
     // MARK: - Requests
 
-    private func received(_ output: FrameDecoder.Output, on connection: FrameConnection) {
+    private func received(_ output: FrameDecoder.Output, on connection: ServerConnection) {
         switch output {
         case .oversized(let header):
             guard header.type == .request else { return }
@@ -173,7 +188,7 @@ public final class TTRPCServer: Sendable {
         }
     }
 
-    private func dispatch(_ header: FrameHeader, _ data: [UInt8], on connection: FrameConnection) {
+    private func dispatch(_ header: FrameHeader, _ data: [UInt8], on connection: ServerConnection) {
         let streamID = header.streamID
         guard streamID % 2 == 1 else {
             respond(on: connection, streamID: streamID,
@@ -187,30 +202,18 @@ public final class TTRPCServer: Sendable {
             respond(on: connection, streamID: streamID, error: TTRPCError(.invalidArgument, "unmarshal request error: \(error)"))
             return
         }
-        let id = ObjectIdentifier(connection)
-        enum Lookup { case handler(RawHandler, PeerCredentials?), noService, noMethod, gone }
-        let lookup: Lookup = state.withLock { s in
-            guard let methods = s.handlers[request.service] else { return .noService }
-            guard let handler = methods[request.method] else { return .noMethod }
-            guard s.connections[id] != nil else { return .gone }
-            s.connections[id]!.inFlight += 1
-            return .handler(handler, s.connections[id]!.peer)
+        let handler: RawHandler? = handlers.withLock { table in
+            table[request.service]?[request.method]
         }
-        let handler: RawHandler, peer: PeerCredentials?
-        switch lookup {
-        case .noService:
-            respond(on: connection, streamID: streamID, error: TTRPCError(.unimplemented, "service \(request.service)"))
+        guard let handler else {
+            let known = handlers.withLock { $0[request.service] != nil }
+            let message = known ? "method \(request.method)" : "service \(request.service)"
+            respond(on: connection, streamID: streamID, error: TTRPCError(.unimplemented, message))
             return
-        case .noMethod:
-            respond(on: connection, streamID: streamID, error: TTRPCError(.unimplemented, "method \(request.method)"))
-            return
-        case .gone:
-            return
-        case .handler(let h, let p):
-            handler = h
-            peer = p
         }
-        applyBackpressure(connection)
+        let peer = connection.peer
+        connection.callStarted(limit: options.maxInFlightPerConnection, queueLimit: options.maxQueuedResponseBytes,
+                               reactor: reactor)
 
         let deadline: ContinuousClock.Instant? = request.timeoutNano > 0 ? .now + .nanoseconds(request.timeoutNano) : nil
         let context = CallContext(service: request.service, method: request.method, streamID: streamID,
@@ -224,7 +227,8 @@ public final class TTRPCServer: Sendable {
             }
         }
         let payload = request.payload
-        let task = Task { [self] in
+        let preference: (any TaskExecutor)? = options.handlerExecutor == .reactor ? reactor : nil
+        let task = Task(executorPreference: preference) { [self] in
             let result: Result<[UInt8], any Error>
             do {
                 result = .success(try await handler(payload, context))
@@ -243,58 +247,26 @@ public final class TTRPCServer: Sendable {
         call.setTask(task)
     }
 
-    private func applyBackpressure(_ connection: FrameConnection) {
-        let inFlight = state.withLock { $0.connections[ObjectIdentifier(connection)]?.inFlight ?? 0 }
-        if inFlight >= options.maxInFlightPerConnection || connection.queuedBytes >= options.maxQueuedResponseBytes {
-            connection.pauseReading()
-            // Resume as calls complete (callEnded) or, for a slow reader, once it drained.
-            if connection.queuedBytes >= options.maxQueuedResponseBytes { watchDrain(connection) }
+    private func callEnded(on connection: ServerConnection) {
+        let remaining = connection.callEnded(limit: options.maxInFlightPerConnection, queueLimit: options.maxQueuedResponseBytes)
+        if remaining == 0 && shuttingDown.load(ordering: .acquiring) {
+            connection.frames.closeAfterFlush()
         }
     }
 
-    private func watchDrain(_ connection: FrameConnection) {
-        reactor.schedule(after: .milliseconds(5)) { [self] in
-            guard !connection.isClosed else { return }
-            if connection.queuedBytes < options.maxQueuedResponseBytes / 2 { maybeResume(connection) } else { watchDrain(connection) }
-        }
-    }
-
-    private func maybeResume(_ connection: FrameConnection) {
-        let inFlight = state.withLock { $0.connections[ObjectIdentifier(connection)]?.inFlight ?? 0 }
-        if inFlight < options.maxInFlightPerConnection && connection.queuedBytes < options.maxQueuedResponseBytes {
-            connection.resumeReading()
-        }
-    }
-
-    private func callEnded(on connection: FrameConnection) {
-        let (remaining, shuttingDown) = state.withLock { s -> (Int, Bool) in
-            let id = ObjectIdentifier(connection)
-            guard s.connections[id] != nil else { return (0, s.shuttingDown) }
-            s.connections[id]!.inFlight -= 1
-            return (s.connections[id]!.inFlight, s.shuttingDown)
-        }
-        if shuttingDown && remaining == 0 {
-            connection.closeAfterFlush()
-        } else if remaining == options.maxInFlightPerConnection - 1 {
-            maybeResume(connection)
-        } else if remaining < options.maxInFlightPerConnection {
-            maybeResume(connection)
-        }
-    }
-
-    private func respond(on connection: FrameConnection, streamID: UInt32, payload: [UInt8]) {
+    private func respond(on connection: ServerConnection, streamID: UInt32, payload: [UInt8]) {
         var data = TTRPCWire.Response(payload: payload).serializedBytes()
         if data.count > Frame.maxDataLength {
             data = TTRPCWire.Response(status: TTRPCError(
                 .resourceExhausted, "response of \(data.count) bytes exceeds maximum message size of \(Frame.maxDataLength)").status)
                 .serializedBytes()
         }
-        connection.send(Frame.encode(streamID: streamID, type: .response, data: data))
+        connection.frames.send(Frame.encode(streamID: streamID, type: .response, data: data))
     }
 
-    private func respond(on connection: FrameConnection, streamID: UInt32, error: TTRPCError) {
+    private func respond(on connection: ServerConnection, streamID: UInt32, error: TTRPCError) {
         let data = TTRPCWire.Response(status: error.status).serializedBytes()
-        connection.send(Frame.encode(streamID: streamID, type: .response, data: data))
+        connection.frames.send(Frame.encode(streamID: streamID, type: .response, data: data))
     }
 
     // MARK: - Shutdown
@@ -303,11 +275,11 @@ public final class TTRPCServer: Sendable {
     /// connection as it becomes idle, and returns when all are closed or `gracePeriod` ran out
     /// (the rest are then closed, their calls' tasks cancelled by their own deadlines).
     public func shutdown(gracePeriod: Duration = .seconds(5)) async {
+        shuttingDown.store(true, ordering: .releasing)
         let (listeners, idle, all) = state.withLock { s -> ([(Reactor.Registration, CInt)], [FrameConnection], Int) in
-            s.shuttingDown = true
             let l = s.listeners
             s.listeners = []
-            let idle = s.connections.values.filter { $0.inFlight == 0 }.map(\.connection)
+            let idle = s.connections.values.filter { $0.inFlight == 0 }.map(\.frames)
             return (l, idle, s.connections.count)
         }
         for (reg, fd) in listeners {
@@ -317,7 +289,7 @@ public final class TTRPCServer: Sendable {
         for c in idle { c.closeAfterFlush() }
         guard all > 0 else { return }
         let timer = reactor.schedule(after: gracePeriod) { [self] in
-            let rest = state.withLock { $0.connections.values.map(\.connection) }
+            let rest = state.withLock { $0.connections.values.map(\.frames) }
             for c in rest { c.close() }
         }
         await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
@@ -333,6 +305,57 @@ public final class TTRPCServer: Sendable {
 
     /// Connections currently open (for tests and diagnostics).
     public var connectionCount: Int { state.withLock { $0.connections.count } }
+}
+
+/// A served connection and its in-flight accounting (atomics: touched on every call).
+private final class ServerConnection: Sendable {
+    let frames: FrameConnection
+    let peer: PeerCredentials?
+    private let running = Atomic<Int>(0)
+    private let paused = Atomic<Bool>(false)
+
+    init(frames: FrameConnection, peer: PeerCredentials?) {
+        self.frames = frames
+        self.peer = peer
+    }
+
+    var inFlight: Int { running.load(ordering: .relaxed) }
+
+    /// Counts a call in; stops reading when too many run or too many response bytes wait.
+    func callStarted(limit: Int, queueLimit: Int, reactor: Reactor) {
+        let n = running.add(1, ordering: .relaxed).newValue
+        let backedUp = frames.queuedBytes >= queueLimit
+        if n >= limit || backedUp {
+            if !paused.exchange(true, ordering: .acquiringAndReleasing) {
+                frames.pauseReading()
+                if backedUp { watchDrain(limit: limit, queueLimit: queueLimit, reactor: reactor) }
+            }
+        }
+    }
+
+    /// Counts a call out and resumes reading if it was paused for that; returns calls left.
+    func callEnded(limit: Int, queueLimit: Int) -> Int {
+        let n = running.subtract(1, ordering: .relaxed).newValue
+        if n < limit && paused.load(ordering: .relaxed) { resumeIfPossible(limit: limit, queueLimit: queueLimit) }
+        return n
+    }
+
+    private func resumeIfPossible(limit: Int, queueLimit: Int) {
+        guard running.load(ordering: .relaxed) < limit, frames.queuedBytes < queueLimit / 2 + 1 else { return }
+        if paused.exchange(false, ordering: .acquiringAndReleasing) { frames.resumeReading() }
+    }
+
+    /// A slow reader: poll until its queue drained below half, then read again.
+    private func watchDrain(limit: Int, queueLimit: Int, reactor: Reactor) {
+        reactor.schedule(after: .milliseconds(5)) { [self] in
+            guard !frames.isClosed, paused.load(ordering: .relaxed) else { return }
+            if frames.queuedBytes < queueLimit / 2 + 1 {
+                resumeIfPossible(limit: limit, queueLimit: queueLimit)
+            } else {
+                watchDrain(limit: limit, queueLimit: queueLimit, reactor: reactor)
+            }
+        }
+    }
 }
 
 /// The race between a handler finishing and its deadline firing: exactly one of them answers.
