@@ -1,0 +1,185 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import EchoService
+import Protocols
+import SystemKit
+import TTRPC
+import Testing
+
+/// A private temporary directory, removed (with its contents) by `remove()`.
+struct TempDir: Sendable {
+    let path: String
+
+    init() {
+        var template = Array("/tmp/ttrpc-test-XXXXXX".utf8CString)
+        let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        precondition(p != nil, "mkdtemp failed")
+        path = String(cString: p!)
+    }
+
+    func file(_ name: String) -> String { path + "/" + name }
+
+    func remove() {
+        if let dir = opendir(path) {
+            while let e = readdir(dir) {
+                let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+                if name != "." && name != ".." { unlink(file(name)) }
+            }
+            closedir(dir)
+        }
+        rmdir(path)
+    }
+}
+
+/// An echo server on a fresh socket, torn down by `stop()`.
+struct EchoServerFixture {
+    let dir = TempDir()
+    let server: TTRPCServer
+    var socket: String { dir.file("echo.sock") }
+
+    init(options: TTRPCServer.Options = TTRPCServer.Options(), configure: (TTRPCServer) -> Void = { _ in }) throws {
+        ignoreSIGPIPE()
+        server = TTRPCServer(options: options)
+        EchoService.register(on: server)
+        configure(server)
+        try server.serve(listener: UnixSocket.listen(path: dir.file("echo.sock")))
+    }
+
+    func client() async throws -> TTRPCClient {
+        try await TTRPCClient.connect(path: socket)
+    }
+
+    func stop() async {
+        await server.shutdown(gracePeriod: .seconds(2))
+        dir.remove()
+    }
+}
+
+/// A peer speaking raw bytes, for exact-wire and bad-input tests. Reads go through the reactor,
+/// so no test blocks a cooperative thread.
+final class RawPeer: @unchecked Sendable {
+    // Used by one test task at a time.
+    let fd: CInt
+    private var decoder = FrameDecoder(maxDataLength: 64 << 20)
+
+    init(connectingTo path: String) throws {
+        fd = try UnixSocket.connect(path: path).take()
+    }
+
+    init(taking fd: consuming FileDescriptor) {
+        self.fd = fd.take()
+    }
+
+    deinit { close(fd) }
+
+    func send(_ bytes: [UInt8]) async throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = try bytes.withUnsafeBytes { try writeNonBlocking(fd, from: UnsafeRawBufferPointer(rebasing: $0[offset...])) }
+            if n == 0 { try await Reactor.shared.wait(for: .writable, on: fd) }
+            offset += n
+        }
+    }
+
+    func sendFrame(streamID: UInt32, type: MessageType = .request, data: [UInt8]) async throws {
+        try await send(Frame.encode(streamID: streamID, type: type, data: data))
+    }
+
+    /// The next frame, or nil at end of file; fails after `timeout`.
+    func readOutput(timeout: Duration = .seconds(10)) async throws -> FrameDecoder.Output? {
+        let deadline = ContinuousClock.now + timeout
+        var buffer = [UInt8](repeating: 0, count: 256 * 1024)
+        while true {
+            if let o = decoder.next() { return o }
+            guard ContinuousClock.now < deadline else { throw TTRPCError(.deadlineExceeded, "RawPeer: no frame in \(timeout)") }
+            let r = try buffer.withUnsafeMutableBytes { try readNonBlocking(fd, into: $0) }
+            switch r {
+            case .bytes(let n): buffer.withUnsafeBytes { decoder.append(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            case .endOfFile: return nil
+            case .wouldBlock: try await waitReadable(until: deadline)
+            }
+        }
+    }
+
+    func readFrame(timeout: Duration = .seconds(10)) async throws -> (FrameHeader, [UInt8]) {
+        guard case .frame(let h, let d)? = try await readOutput(timeout: timeout) else {
+            throw TTRPCError(.unavailable, "RawPeer: connection closed or oversized frame")
+        }
+        return (h, d)
+    }
+
+    /// Reads a Response frame and decodes it.
+    func readResponse(timeout: Duration = .seconds(10)) async throws -> (UInt32, TTRPCWire.Response) {
+        let (h, d) = try await readFrame(timeout: timeout)
+        #expect(h.type == .response && h.flags == 0)
+        return (h.streamID, try TTRPCWire.Response(serializedBytes: d))
+    }
+
+    private func waitReadable(until deadline: ContinuousClock.Instant) async throws {
+        // Bounded wait: poll in short slices so a test never hangs on a silent peer.
+        let slice = min(Duration.milliseconds(50), deadline - .now)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await Reactor.shared.wait(for: .readable, on: self.fd) }
+            group.addTask { try await Task.sleep(for: max(slice, .milliseconds(1))) }
+            _ = try await group.next()
+            group.cancelAll()
+        }
+    }
+}
+
+func request(_ method: String, service: String = "kata.echo.v1.Echo", payload: [UInt8] = [], timeoutNano: Int64 = 0,
+             metadata: [TTRPCWire.KeyValue] = []) -> [UInt8] {
+    TTRPCWire.Request(service: service, method: method, payload: payload, timeoutNano: timeoutNano, metadata: metadata)
+        .serializedBytes()
+}
+
+func echoPayload(_ text: String, delayMs: UInt32 = 0) -> [UInt8] {
+    EchoV1.EchoRequest(payload: Array(text.utf8), delayMs: delayMs).serializedBytes()
+}
+
+/// Checks that the server still answers a normal call on a fresh connection.
+func expectServes(_ fixture: EchoServerFixture) async throws {
+    let client = try await fixture.client()
+    let r = try await client.call(EchoV1.EchoService.echo, EchoV1.EchoRequest(payload: Array("alive".utf8)), timeout: .seconds(5))
+    #expect(r.payload == Array("alive".utf8))
+    client.close()
+}
+
+/// Open descriptors of this process.
+func openFDCount() -> Int {
+    guard let dir = opendir("/proc/self/fd") else { return -1 }
+    var n = 0
+    while readdir(dir) != nil { n += 1 }
+    closedir(dir)
+    return n - 3  // ".", "..", and the one opendir holds
+}
+
+/// Resident set size of this process in MiB.
+func residentMiB() -> Double {
+    guard let f = fopen("/proc/self/statm", "r") else { return -1 }
+    defer { fclose(f) }
+    var size = 0, resident = 0
+    _ = withUnsafeMutablePointer(to: &size) { s in
+        withUnsafeMutablePointer(to: &resident) { r in
+            withVaList([s, r]) { vfscanf(f, "%ld %ld", $0) }
+        }
+    }
+    return Double(resident) * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
+}
+
+/// The repository root (tests locate built helper binaries from it).
+let repositoryRoot: String = {
+    var path = #filePath
+    for _ in 0..<3 { path = String(path[..<path.lastIndex(of: "/")!]) }
+    return path
+}()
+
+/// Waits until `path` exists (a peer process creating its socket).
+func waitForFile(_ path: String, timeout: Duration = .seconds(10)) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while access(path, F_OK) != 0 {
+        guard ContinuousClock.now < deadline else { throw TTRPCError(.deadlineExceeded, "\(path) did not appear within \(timeout)") }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
