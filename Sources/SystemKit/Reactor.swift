@@ -289,22 +289,74 @@ public final class Reactor: TaskExecutor, Sendable {
 
 extension Reactor {
     /// Suspends until `fd` is ready for `interest` (one shot), without blocking a thread.
+    /// Throws `CancellationError` if the task is cancelled first.
     public func wait(for interest: Interest, on fd: CInt) async throws {
-        let box = Mutex<Registration?>(nil)
-        try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Void, Error>) in
-            let fired = Atomic<Bool>(false)
-            do {
-                let reg = try register(fd, interest: interest) { [self] _ in
-                    guard !fired.exchange(true, ordering: .acquiringAndReleasing) else { return }
-                    if let r = box.withLock({ $0 }) { deregister(r) }
-                    cont.resume()
+        let waiter = OneShotWaiter()
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Void, any Error>) in
+                guard waiter.install(cont) else { return }
+                do {
+                    let reg = try register(fd, interest: interest) { [self] _ in
+                        waiter.finish(nil) { deregister($0) }
+                    }
+                    waiter.attach(reg) { deregister($0) }
+                } catch {
+                    waiter.finish(error) { _ in }
                 }
-                box.withLock { $0 = reg }
-                // The event may already have fired before the registration was recorded.
-                if fired.load(ordering: .acquiring) { deregister(reg) }
-            } catch {
-                cont.resume(throwing: error)
             }
+        } onCancel: { [self] in
+            waiter.finish(CancellationError()) { deregister($0) }
         }
+    }
+}
+
+/// State of one `Reactor.wait`: whichever of readiness, failure or cancellation comes first
+/// resumes the continuation and removes the registration; the others do nothing.
+private final class OneShotWaiter: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<Void, any Error>?
+        var registration: Reactor.Registration?
+        var done = false
+        var pendingError: (any Error)?
+    }
+    private let state = Mutex(State())
+
+    /// False when cancellation already happened (the continuation was resumed here).
+    func install(_ cont: CheckedContinuation<Void, any Error>) -> Bool {
+        let early: (any Error)? = state.withLock { s in
+            if s.done { return s.pendingError ?? CancellationError() }
+            s.continuation = cont
+            return nil
+        }
+        if let early {
+            cont.resume(throwing: early)
+            return false
+        }
+        return true
+    }
+
+    func attach(_ reg: Reactor.Registration, deregister: (Reactor.Registration) -> Void) {
+        let late = state.withLock { s -> Bool in
+            if s.done { return true }
+            s.registration = reg
+            return false
+        }
+        if late { deregister(reg) }
+    }
+
+    func finish(_ error: (any Error)?, deregister: (Reactor.Registration) -> Void) {
+        let (cont, reg) = state.withLock { s -> (CheckedContinuation<Void, any Error>?, Reactor.Registration?) in
+            if s.done { return (nil, nil) }
+            s.done = true
+            s.pendingError = error
+            let c = s.continuation
+            s.continuation = nil
+            let r = s.registration
+            s.registration = nil
+            return (c, r)
+        }
+        if let reg { deregister(reg) }
+        guard let cont else { return }
+        if let error { cont.resume(throwing: error) } else { cont.resume() }
     }
 }

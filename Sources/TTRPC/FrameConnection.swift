@@ -89,6 +89,9 @@ final class FrameConnection: Sendable {
     private func handle(_ events: Reactor.Events) {
         if events.isWritable { flush() }
         if events.isReadable { readAvailable() }
+        // A peer that is completely gone (EPOLLHUP/ERR) cannot receive anything, and while
+        // reading is paused level-triggered epoll would report the hang-up forever.
+        if events.isHangup && paused.load(ordering: .relaxed) { close(.endOfFile) }
     }
 
     private func readAvailable() {

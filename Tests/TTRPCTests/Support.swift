@@ -146,13 +146,18 @@ func expectServes(_ fixture: EchoServerFixture) async throws {
     client.close()
 }
 
-/// Open descriptors of this process.
+/// Open socket descriptors of this process (what the ttRPC code creates; Dispatch's lazily
+/// created timerfds and the like are not counted).
 func openFDCount() -> Int {
-    guard let dir = opendir("/proc/self/fd") else { return -1 }
     var n = 0
-    while readdir(dir) != nil { n += 1 }
-    closedir(dir)
-    return n - 3  // ".", "..", and the one opendir holds
+    for fd in 0..<4096 {
+        var buf = [UInt8](repeating: 0, count: 64)
+        let len = buf.withUnsafeMutableBufferPointer { b in
+            b.withMemoryRebound(to: CChar.self) { readlink("/proc/self/fd/\(fd)", $0.baseAddress!, 63) }
+        }
+        if len > 0 && String(decoding: buf[0..<len], as: UTF8.self).hasPrefix("socket:") { n += 1 }
+    }
+    return n
 }
 
 /// Resident set size of this process in MiB.
@@ -182,4 +187,17 @@ func waitForFile(_ path: String, timeout: Duration = .seconds(10)) async throws 
         guard ContinuousClock.now < deadline else { throw TTRPCError(.deadlineExceeded, "\(path) did not appear within \(timeout)") }
         try await Task.sleep(for: .milliseconds(10))
     }
+}
+
+/// Where each open descriptor points, for failure messages.
+func fdList() -> String {
+    var out: [String] = []
+    for fd in 0..<256 {
+        var buf = [UInt8](repeating: 0, count: 256)
+        let n = buf.withUnsafeMutableBufferPointer { b in
+            b.withMemoryRebound(to: CChar.self) { readlink("/proc/self/fd/\(fd)", $0.baseAddress!, 255) }
+        }
+        if n > 0 { out.append("\(fd)->\(String(decoding: buf[0..<n], as: UTF8.self))") }
+    }
+    return out.joined(separator: " ")
 }
