@@ -67,6 +67,7 @@ public struct FileDescriptor: ~Copyable, Sendable {
 }
 
 /// Two owned descriptors created together (a pipe, a socket pair). Consume each field to take it.
+@frozen
 public struct DescriptorPair: ~Copyable, Sendable {
     public var first: FileDescriptor
     public var second: FileDescriptor
