@@ -32,7 +32,8 @@ var targets: [Target] = [
 
 // The libFuzzer harness links no main of its own; it is built only by `make fuzz-ttrpc`.
 if Context.environment["KATA_FUZZ"] != nil {
-    targets.append(.executableTarget(name: "ttrpc-fuzz", dependencies: ["TTRPC", "Protocols"],
+    targets.append(.target(name: "FuzzSupport", path: "Tests/FuzzSupport"))
+    targets.append(.executableTarget(name: "ttrpc-fuzz", dependencies: ["TTRPC", "Protocols", "FuzzSupport"],
                                      path: "Tests/Fuzz",
                                      swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
 }
