@@ -24,9 +24,10 @@ var targets: [Target] = [
                       swiftSettings: strict),
 
     // Tests.
-    .testTarget(name: "ProtocolsTests", dependencies: ["Protocols"], swiftSettings: strict),
+    .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+    .testTarget(name: "ProtocolsTests", dependencies: ["Protocols", "TestSupport"], swiftSettings: strict),
     .testTarget(name: "SystemKitTests", dependencies: ["SystemKit"], swiftSettings: strict),
-    .testTarget(name: "TTRPCTests", dependencies: ["TTRPC", "SystemKit", "Protocols", "EchoService"],
+    .testTarget(name: "TTRPCTests", dependencies: ["TTRPC", "SystemKit", "Protocols", "EchoService", "TestSupport"],
                 swiftSettings: strict),
 ]
 

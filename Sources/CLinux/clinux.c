@@ -58,33 +58,35 @@ static int fill_addr(const char *path, struct sockaddr_un *addr, socklen_t *len)
     return 0;
 }
 
+// A fresh non-blocking, close-on-exec AF_UNIX stream socket and the address for path.
+static int unix_socket(const char *path, struct sockaddr_un *addr, socklen_t *len) {
+    int r = fill_addr(path, addr, len);
+    if (r < 0) return r;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    return fd < 0 ? -errno : fd;
+}
+
+static int fail_closing(int fd) {
+    int e = errno;
+    close(fd);
+    return -e;
+}
+
 int cl_unix_listen(const char *path, int backlog) {
     struct sockaddr_un addr;
     socklen_t len;
-    int r = fill_addr(path, &addr, &len);
-    if (r < 0) return r;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -errno;
-    if (bind(fd, (struct sockaddr *)&addr, len) < 0 || listen(fd, backlog) < 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
+    int fd = unix_socket(path, &addr, &len);
+    if (fd < 0) return fd;
+    if (bind(fd, (struct sockaddr *)&addr, len) < 0 || listen(fd, backlog) < 0) return fail_closing(fd);
     return fd;
 }
 
 int cl_unix_connect(const char *path) {
     struct sockaddr_un addr;
     socklen_t len;
-    int r = fill_addr(path, &addr, &len);
-    if (r < 0) return r;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -errno;
-    if (connect(fd, (struct sockaddr *)&addr, len) < 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
+    int fd = unix_socket(path, &addr, &len);
+    if (fd < 0) return fd;
+    if (connect(fd, (struct sockaddr *)&addr, len) < 0) return fail_closing(fd);
     return fd;
 }
 

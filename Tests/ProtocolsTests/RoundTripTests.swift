@@ -1,4 +1,5 @@
 import Protocols
+import TestSupport
 import Testing
 
 /// Every generated message, every field: wire bytes that set each field to a non-default value

@@ -1,4 +1,5 @@
 import Protocols
+import TestSupport
 import Testing
 
 /// The byte-exact vectors of ../shared/reference/containerd-shim-v2.md (§1.9, §2.5, §3.3, §4.1),

@@ -4,6 +4,7 @@ import Glibc
 import Protocols
 import SystemKit
 import TTRPC
+import TestSupport
 import Testing
 
 /// The client against a scripted raw server on the other end of a socket pair.

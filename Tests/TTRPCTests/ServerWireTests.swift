@@ -5,6 +5,7 @@ import Protocols
 import SystemKit
 import TTRPC
 import Synchronization
+import TestSupport
 import Testing
 
 /// The server's answers, byte for byte, against the vectors captured from Go's ttRPC

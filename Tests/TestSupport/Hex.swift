@@ -1,6 +1,6 @@
 /// Test vectors are written as hex with optional quoted ASCII runs, as in
 /// ../shared/reference/containerd-shim-v2.md: `0a02 "c1" 182a`.
-func vector(_ text: String) -> [UInt8] {
+public func vector(_ text: String) -> [UInt8] {
     var out: [UInt8] = []
     var digits: [Character] = []
     var inQuote = false
@@ -21,7 +21,7 @@ func vector(_ text: String) -> [UInt8] {
     return out
 }
 
-func hex(_ bytes: [UInt8]) -> String {
+public func hex(_ bytes: [UInt8]) -> String {
     bytes.map { b in
         let s = String(b, radix: 16)
         return s.count == 1 ? "0" + s : s
