@@ -17,16 +17,23 @@ var targets: [Target] = [
     .target(name: "Protocols", dependencies: ["CProtocols", "CProtobufC"], swiftSettings: strict),
     .target(name: "TTRPC", dependencies: ["SystemKit", "Protocols"], swiftSettings: strict),
 
+    .target(name: "QEMU", dependencies: ["SystemKit"], swiftSettings: strict),
+    .target(name: "AgentClient", dependencies: ["TTRPC", "Protocols", "SystemKit"], swiftSettings: strict),
+    .target(name: "GuestAgent", dependencies: ["SystemKit", "Protocols", "TTRPC", "CLinux"], swiftSettings: strict),
     .target(name: "EchoService", dependencies: ["TTRPC", "Protocols"], swiftSettings: strict),
 
     // Executables.
     .executableTarget(name: "ttrpc-peer", dependencies: ["TTRPC", "SystemKit", "Protocols", "EchoService"],
                       swiftSettings: strict),
 
+    .executableTarget(name: "kata-agent", dependencies: ["GuestAgent", "SystemKit"], swiftSettings: strict),
+
     // Tests.
     .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
     .testTarget(name: "ProtocolsTests", dependencies: ["Protocols", "TestSupport"], swiftSettings: strict),
     .testTarget(name: "SystemKitTests", dependencies: ["SystemKit"], swiftSettings: strict),
+    .testTarget(name: "VMTests", dependencies: ["QEMU", "AgentClient", "Protocols", "SystemKit", "TTRPC"],
+                swiftSettings: strict),
     .testTarget(name: "TTRPCTests", dependencies: ["TTRPC", "SystemKit", "Protocols", "EchoService", "TestSupport"],
                 swiftSettings: strict),
 ]
@@ -43,6 +50,7 @@ let package = Package(
     name: "kata-swift",
     products: [
         .executable(name: "ttrpc-peer", targets: ["ttrpc-peer"]),
+        .executable(name: "kata-agent", targets: ["kata-agent"]),
     ],
     targets: targets,
     swiftLanguageModes: [.v6]

@@ -2,16 +2,21 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <linux/vm_sockets.h>
 #include <unistd.h>
 
 #define RET(expr) do { int _r = (expr); return _r < 0 ? -errno : _r; } while (0)
@@ -87,6 +92,22 @@ int cl_unix_connect(const char *path) {
     int fd = unix_socket(path, &addr, &len);
     if (fd < 0) return fd;
     if (connect(fd, (struct sockaddr *)&addr, len) < 0) return fail_closing(fd);
+    return fd;
+}
+
+int cl_vsock_connect(unsigned int cid, unsigned int port) {
+    struct sockaddr_vm addr = { .svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port };
+    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0 && errno != EINPROGRESS) return fail_closing(fd);
+    return fd;
+}
+
+int cl_vsock_listen(unsigned int port, int backlog) {
+    struct sockaddr_vm addr = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = port };
+    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, backlog) < 0) return fail_closing(fd);
     return fd;
 }
 
@@ -226,4 +247,54 @@ int cl_reap(pid_t pid, int *status) {
     do { r = waitpid(pid, status, WNOHANG); } while (r < 0 && errno == EINTR);
     if (r < 0) return -errno;
     return r == pid ? 1 : 0;
+}
+
+// --- guest -----------------------------------------------------------------------------------
+
+int cl_mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data) {
+    RET(mount(source, target, fstype, flags, data));
+}
+
+int cl_umount(const char *target, int lazy) { RET(umount2(target, lazy ? MNT_DETACH : 0)); }
+
+int cl_load_module(const char *path, const char *params) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    long r = syscall(SYS_finit_module, fd, params ? params : "", 0);
+    int e = errno;
+    close(fd);
+    if (r < 0 && e != EEXIST) return -e;
+    return 0;
+}
+
+int cl_power_off(int reboot_instead) {
+    sync();
+    RET(reboot(reboot_instead ? RB_AUTOBOOT : RB_POWER_OFF));
+}
+
+int cl_sethostname(const char *name) { RET(sethostname(name, strlen(name))); }
+
+int cl_signalfd_block(int also_term) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    if (also_term) {
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
+    }
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) return -EINVAL;
+    RET(signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
+}
+
+int cl_signalfd_read(int fd) {
+    struct signalfd_siginfo info;
+    ssize_t n = read(fd, &info, sizeof info);
+    if (n < 0) return errno == EAGAIN ? 0 : -errno;
+    return n == (ssize_t)sizeof info ? (int)info.ssi_signo : 0;
+}
+
+int cl_reap_any(int *status) {
+    pid_t r;
+    do { r = waitpid(-1, status, WNOHANG); } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
 }

@@ -85,6 +85,8 @@ const ProtobufCMessageDescriptor *kp_grpc__list_processes_response(void) { retur
 const ProtobufCMessageDescriptor *kp_grpc__oomevent(void) { return &grpc__oomevent__descriptor; }
 const ProtobufCMessageDescriptor *kp_grpc__pause_container_request(void) { return &grpc__pause_container_request__descriptor; }
 const ProtobufCMessageDescriptor *kp_grpc__process_entry(void) { return &grpc__process_entry__descriptor; }
+const ProtobufCMessageDescriptor *kp_grpc__read_guest_file_request(void) { return &grpc__read_guest_file_request__descriptor; }
+const ProtobufCMessageDescriptor *kp_grpc__read_guest_file_response(void) { return &grpc__read_guest_file_response__descriptor; }
 const ProtobufCMessageDescriptor *kp_grpc__read_stream_request(void) { return &grpc__read_stream_request__descriptor; }
 const ProtobufCMessageDescriptor *kp_grpc__read_stream_response(void) { return &grpc__read_stream_response__descriptor; }
 const ProtobufCMessageDescriptor *kp_grpc__remove_container_request(void) { return &grpc__remove_container_request__descriptor; }

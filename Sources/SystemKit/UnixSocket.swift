@@ -56,3 +56,24 @@ public struct PeerCredentials: Sendable, Hashable {
 public func ignoreSIGPIPE() {
     cl_ignore_sigpipe()
 }
+
+/// AF_VSOCK stream sockets (the agent channel when the host has vhost-vsock).
+public enum VsockSocket {
+    /// Starts a non-blocking connect to `cid:port`; wait for writability to learn the result.
+    public static func connect(cid: UInt32, port: UInt32) throws(Errno) -> FileDescriptor {
+        FileDescriptor(taking: try check(cl_vsock_connect(cid, port), "vsock connect \(cid):\(port)"))
+    }
+
+    /// Listens on `port` for any CID.
+    public static func listen(port: UInt32, backlog: CInt = 16) throws(Errno) -> FileDescriptor {
+        FileDescriptor(taking: try check(cl_vsock_listen(port, backlog), "vsock listen \(port)"))
+    }
+
+    /// The pending error of a connecting socket (0 once connected).
+    public static func connectError(_ fd: CInt) -> CInt {
+        var err: CInt = 0
+        var len = socklen_t(MemoryLayout<CInt>.size)
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)
+        return err
+    }
+}

@@ -94,8 +94,9 @@ public final class TTRPCServer: Sendable {
     }
 
     /// Serves one already-connected stream (socketpair, virtio-serial port, vsock).
-    public func serve(connection fd: consuming FileDescriptor) throws(Errno) {
-        try adopt(fd, peer: nil)
+    /// `onClose` runs (on the reactor thread) once the stream has closed, for either side.
+    public func serve(connection fd: consuming FileDescriptor, onClose: (@Sendable () -> Void)? = nil) throws(Errno) {
+        try adopt(fd, peer: nil, onClose: onClose)
     }
 
     private func acceptAll(_ listener: CInt) {
@@ -131,7 +132,8 @@ public final class TTRPCServer: Sendable {
         }
     }
 
-    private func adopt(_ fd: consuming FileDescriptor, peer: PeerCredentials?) throws(Errno) {
+    private func adopt(_ fd: consuming FileDescriptor, peer: PeerCredentials?,
+                       onClose: (@Sendable () -> Void)? = nil) throws(Errno) {
         let box = Mutex<ServerConnection?>(nil)
         let frames = try FrameConnection(
             taking: fd, reactor: reactor,
@@ -141,6 +143,7 @@ public final class TTRPCServer: Sendable {
             onClose: { [self] frames, _ in
                 box.withLock { $0 = nil }
                 connectionClosed(frames)
+                onClose?()
             })
         let connection = ServerConnection(frames: frames, peer: peer)
         box.withLock { $0 = connection }

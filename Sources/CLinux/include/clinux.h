@@ -38,6 +38,11 @@ int cl_eventfd_drain(int fd);
 int cl_unix_listen(const char *path, int backlog);
 /// Non-blocking, close-on-exec connect; -EAGAIN when the listener's backlog is full.
 int cl_unix_connect(const char *path);
+/// Non-blocking, close-on-exec AF_VSOCK stream connect to cid:port (-EAGAIN/-EINPROGRESS
+/// while connecting).
+int cl_vsock_connect(unsigned int cid, unsigned int port);
+/// AF_VSOCK stream socket listening on port for any CID.
+int cl_vsock_listen(unsigned int port, int backlog);
 /// A connected non-blocking, close-on-exec AF_UNIX stream pair.
 int cl_socketpair(int fds[2]);
 /// accept4 with SOCK_NONBLOCK|SOCK_CLOEXEC.
@@ -69,5 +74,28 @@ int cl_spawn(const char *path, char *const argv[], char *const envp[], const cha
 int cl_pidfd_open(pid_t pid);
 /// Non-blocking waitpid for pid: 1 and *status when it was reaped, 0 if still running.
 int cl_reap(pid_t pid, int *status);
+
+// guest (PID 1) ----------------------------------------------------------------------------
+/// mount(2); data may be NULL.
+int cl_mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data);
+/// umount2(2) with MNT_DETACH when lazy is non-zero.
+int cl_umount(const char *target, int lazy);
+/// finit_module(2) of the module file at path with the given parameter string.
+int cl_load_module(const char *path, const char *params);
+/// Powers the machine off (or reboots): sync, then reboot(2). Returns only on failure.
+int cl_power_off(int reboot_instead);
+int cl_sethostname(const char *name);
+/// Blocks SIGCHLD (plus SIGTERM/SIGINT when also_term) in the calling thread, which threads
+/// created afterwards inherit, and returns a non-blocking signalfd for them.
+int cl_signalfd_block(int also_term);
+/// Reads one signal from a signalfd: the signal number, 0 if none pending.
+int cl_signalfd_read(int fd);
+/// waitpid(-1, WNOHANG): the pid reaped and its status, 0 when none is ready, -ECHILD when none.
+int cl_reap_any(int *status);
+
+enum {
+    CL_MS_RDONLY = 1, CL_MS_NOSUID = 2, CL_MS_NODEV = 4, CL_MS_NOEXEC = 8, CL_MS_REMOUNT = 32,
+    CL_MS_BIND = 4096, CL_MS_REC = 16384, CL_MS_PRIVATE = 1 << 18, CL_MS_RELATIME = 1 << 21,
+};
 
 #endif

@@ -71,6 +71,8 @@ const ProtobufCMessageDescriptor *kp_grpc__list_processes_response(void);
 const ProtobufCMessageDescriptor *kp_grpc__oomevent(void);
 const ProtobufCMessageDescriptor *kp_grpc__pause_container_request(void);
 const ProtobufCMessageDescriptor *kp_grpc__process_entry(void);
+const ProtobufCMessageDescriptor *kp_grpc__read_guest_file_request(void);
+const ProtobufCMessageDescriptor *kp_grpc__read_guest_file_response(void);
 const ProtobufCMessageDescriptor *kp_grpc__read_stream_request(void);
 const ProtobufCMessageDescriptor *kp_grpc__read_stream_response(void);
 const ProtobufCMessageDescriptor *kp_grpc__remove_container_request(void);

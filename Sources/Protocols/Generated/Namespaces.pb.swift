@@ -68,6 +68,8 @@ public let allProtoMessageTypes: [any ProtoMessage.Type] = [
     AgentAPI.OOMEvent.self,
     AgentAPI.PauseContainerRequest.self,
     AgentAPI.ProcessEntry.self,
+    AgentAPI.ReadGuestFileRequest.self,
+    AgentAPI.ReadGuestFileResponse.self,
     AgentAPI.ReadStreamRequest.self,
     AgentAPI.ReadStreamResponse.self,
     AgentAPI.RemoveContainerRequest.self,

@@ -823,6 +823,60 @@ extension AgentAPI {
             w.setMessage(2, agentDetails)
         }
     }
+
+    /// `grpc.ReadGuestFileRequest`.
+    public struct ReadGuestFileRequest: ProtoMessage {
+        public static let protoName = "grpc.ReadGuestFileRequest"
+        public static let protoDescriptor = ProtoDescriptor(kp_grpc__read_guest_file_request())
+        public var path: String = ""
+        public var offset: UInt64 = 0
+        public var len: UInt32 = 0
+
+        public init() {}
+
+        public init(path: String = "", offset: UInt64 = 0, len: UInt32 = 0) {
+            self.path = path
+            self.offset = offset
+            self.len = len
+        }
+
+        public init(reading r: ProtoReader) {
+            self.path = r.string(1)
+            self.offset = r.integer(2)
+            self.len = r.integer(3)
+        }
+
+        public func write(to w: ProtoWriter) {
+            w.setString(1, path)
+            w.setInteger(2, offset)
+            w.setInteger(3, len)
+        }
+    }
+
+    /// `grpc.ReadGuestFileResponse`.
+    public struct ReadGuestFileResponse: ProtoMessage {
+        public static let protoName = "grpc.ReadGuestFileResponse"
+        public static let protoDescriptor = ProtoDescriptor(kp_grpc__read_guest_file_response())
+        public var data: [UInt8] = []
+        public var size: UInt64 = 0
+
+        public init() {}
+
+        public init(data: [UInt8] = [], size: UInt64 = 0) {
+            self.data = data
+            self.size = size
+        }
+
+        public init(reading r: ProtoReader) {
+            self.data = r.bytes(1)
+            self.size = r.integer(2)
+        }
+
+        public func write(to w: ProtoWriter) {
+            w.setBytes(1, data)
+            w.setInteger(2, size)
+        }
+    }
 }
 
 /// The ttRPC service `grpc.AgentService`: its name and one typed descriptor per method.
@@ -869,5 +923,7 @@ extension AgentAPI {
         public static let destroySandbox = RPCMethod<AgentAPI.DestroySandboxRequest, GoogleProtobuf.Empty>(service: name, method: "DestroySandbox")
         /// `GetGuestDetails`: `grpc.GuestDetailsRequest` → `grpc.GuestDetailsResponse`.
         public static let getGuestDetails = RPCMethod<AgentAPI.GuestDetailsRequest, AgentAPI.GuestDetailsResponse>(service: name, method: "GetGuestDetails")
+        /// `ReadGuestFile`: `grpc.ReadGuestFileRequest` → `grpc.ReadGuestFileResponse`.
+        public static let readGuestFile = RPCMethod<AgentAPI.ReadGuestFileRequest, AgentAPI.ReadGuestFileResponse>(service: name, method: "ReadGuestFile")
     }
 }

@@ -47,6 +47,8 @@ typedef struct Grpc__DestroySandboxRequest Grpc__DestroySandboxRequest;
 typedef struct Grpc__GuestDetailsRequest Grpc__GuestDetailsRequest;
 typedef struct Grpc__AgentDetails Grpc__AgentDetails;
 typedef struct Grpc__GuestDetailsResponse Grpc__GuestDetailsResponse;
+typedef struct Grpc__ReadGuestFileRequest Grpc__ReadGuestFileRequest;
+typedef struct Grpc__ReadGuestFileResponse Grpc__ReadGuestFileResponse;
 
 
 /* --- enums --- */
@@ -455,6 +457,35 @@ struct  Grpc__GuestDetailsResponse
 #define GRPC__GUEST_DETAILS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&grpc__guest_details_response__descriptor) \
     , 0, NULL }
+
+
+struct  Grpc__ReadGuestFileRequest
+{
+  ProtobufCMessage base;
+  char *path;
+  uint64_t offset;
+  /*
+   * At most 1 MiB is returned per call.
+   */
+  uint32_t len;
+};
+#define GRPC__READ_GUEST_FILE_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&grpc__read_guest_file_request__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0 }
+
+
+struct  Grpc__ReadGuestFileResponse
+{
+  ProtobufCMessage base;
+  ProtobufCBinaryData data;
+  /*
+   * The file's size at the time of the read.
+   */
+  uint64_t size;
+};
+#define GRPC__READ_GUEST_FILE_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&grpc__read_guest_file_response__descriptor) \
+    , {0,NULL}, 0 }
 
 
 /* Grpc__Storage methods */
@@ -1046,6 +1077,44 @@ Grpc__GuestDetailsResponse *
 void   grpc__guest_details_response__free_unpacked
                      (Grpc__GuestDetailsResponse *message,
                       ProtobufCAllocator *allocator);
+/* Grpc__ReadGuestFileRequest methods */
+void   grpc__read_guest_file_request__init
+                     (Grpc__ReadGuestFileRequest         *message);
+size_t grpc__read_guest_file_request__get_packed_size
+                     (const Grpc__ReadGuestFileRequest   *message);
+size_t grpc__read_guest_file_request__pack
+                     (const Grpc__ReadGuestFileRequest   *message,
+                      uint8_t             *out);
+size_t grpc__read_guest_file_request__pack_to_buffer
+                     (const Grpc__ReadGuestFileRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Grpc__ReadGuestFileRequest *
+       grpc__read_guest_file_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   grpc__read_guest_file_request__free_unpacked
+                     (Grpc__ReadGuestFileRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Grpc__ReadGuestFileResponse methods */
+void   grpc__read_guest_file_response__init
+                     (Grpc__ReadGuestFileResponse         *message);
+size_t grpc__read_guest_file_response__get_packed_size
+                     (const Grpc__ReadGuestFileResponse   *message);
+size_t grpc__read_guest_file_response__pack
+                     (const Grpc__ReadGuestFileResponse   *message,
+                      uint8_t             *out);
+size_t grpc__read_guest_file_response__pack_to_buffer
+                     (const Grpc__ReadGuestFileResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Grpc__ReadGuestFileResponse *
+       grpc__read_guest_file_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   grpc__read_guest_file_response__free_unpacked
+                     (Grpc__ReadGuestFileResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Grpc__Storage_Closure)
@@ -1141,6 +1210,12 @@ typedef void (*Grpc__AgentDetails_Closure)
 typedef void (*Grpc__GuestDetailsResponse_Closure)
                  (const Grpc__GuestDetailsResponse *message,
                   void *closure_data);
+typedef void (*Grpc__ReadGuestFileRequest_Closure)
+                 (const Grpc__ReadGuestFileRequest *message,
+                  void *closure_data);
+typedef void (*Grpc__ReadGuestFileResponse_Closure)
+                 (const Grpc__ReadGuestFileResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1228,6 +1303,10 @@ struct Grpc__AgentService_Service
                             const Grpc__GuestDetailsRequest *input,
                             Grpc__GuestDetailsResponse_Closure closure,
                             void *closure_data);
+  void (*read_guest_file)(Grpc__AgentService_Service *service,
+                          const Grpc__ReadGuestFileRequest *input,
+                          Grpc__ReadGuestFileResponse_Closure closure,
+                          void *closure_data);
 };
 typedef void (*Grpc__AgentService_ServiceDestroy)(Grpc__AgentService_Service *);
 void grpc__agent_service__init (Grpc__AgentService_Service *service,
@@ -1255,7 +1334,8 @@ void grpc__agent_service__init (Grpc__AgentService_Service *service,
       function_prefix__ ## get_oomevent,\
       function_prefix__ ## create_sandbox,\
       function_prefix__ ## destroy_sandbox,\
-      function_prefix__ ## get_guest_details  }
+      function_prefix__ ## get_guest_details,\
+      function_prefix__ ## read_guest_file  }
 void grpc__agent_service__create_container(ProtobufCService *service,
                                            const Grpc__CreateContainerRequest *input,
                                            Google__Protobuf__Empty_Closure closure,
@@ -1336,6 +1416,10 @@ void grpc__agent_service__get_guest_details(ProtobufCService *service,
                                             const Grpc__GuestDetailsRequest *input,
                                             Grpc__GuestDetailsResponse_Closure closure,
                                             void *closure_data);
+void grpc__agent_service__read_guest_file(ProtobufCService *service,
+                                          const Grpc__ReadGuestFileRequest *input,
+                                          Grpc__ReadGuestFileResponse_Closure closure,
+                                          void *closure_data);
 
 /* --- descriptors --- */
 
@@ -1370,6 +1454,8 @@ extern const ProtobufCMessageDescriptor grpc__destroy_sandbox_request__descripto
 extern const ProtobufCMessageDescriptor grpc__guest_details_request__descriptor;
 extern const ProtobufCMessageDescriptor grpc__agent_details__descriptor;
 extern const ProtobufCMessageDescriptor grpc__guest_details_response__descriptor;
+extern const ProtobufCMessageDescriptor grpc__read_guest_file_request__descriptor;
+extern const ProtobufCMessageDescriptor grpc__read_guest_file_response__descriptor;
 extern const ProtobufCServiceDescriptor grpc__agent_service__descriptor;
 
 PROTOBUF_C__END_DECLS

@@ -1402,6 +1402,96 @@ void   grpc__guest_details_response__free_unpacked
   assert(message->base.descriptor == &grpc__guest_details_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   grpc__read_guest_file_request__init
+                     (Grpc__ReadGuestFileRequest         *message)
+{
+  static const Grpc__ReadGuestFileRequest init_value = GRPC__READ_GUEST_FILE_REQUEST__INIT;
+  *message = init_value;
+}
+size_t grpc__read_guest_file_request__get_packed_size
+                     (const Grpc__ReadGuestFileRequest *message)
+{
+  assert(message->base.descriptor == &grpc__read_guest_file_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t grpc__read_guest_file_request__pack
+                     (const Grpc__ReadGuestFileRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &grpc__read_guest_file_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t grpc__read_guest_file_request__pack_to_buffer
+                     (const Grpc__ReadGuestFileRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &grpc__read_guest_file_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Grpc__ReadGuestFileRequest *
+       grpc__read_guest_file_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Grpc__ReadGuestFileRequest *)
+     protobuf_c_message_unpack (&grpc__read_guest_file_request__descriptor,
+                                allocator, len, data);
+}
+void   grpc__read_guest_file_request__free_unpacked
+                     (Grpc__ReadGuestFileRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &grpc__read_guest_file_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   grpc__read_guest_file_response__init
+                     (Grpc__ReadGuestFileResponse         *message)
+{
+  static const Grpc__ReadGuestFileResponse init_value = GRPC__READ_GUEST_FILE_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t grpc__read_guest_file_response__get_packed_size
+                     (const Grpc__ReadGuestFileResponse *message)
+{
+  assert(message->base.descriptor == &grpc__read_guest_file_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t grpc__read_guest_file_response__pack
+                     (const Grpc__ReadGuestFileResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &grpc__read_guest_file_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t grpc__read_guest_file_response__pack_to_buffer
+                     (const Grpc__ReadGuestFileResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &grpc__read_guest_file_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Grpc__ReadGuestFileResponse *
+       grpc__read_guest_file_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Grpc__ReadGuestFileResponse *)
+     protobuf_c_message_unpack (&grpc__read_guest_file_response__descriptor,
+                                allocator, len, data);
+}
+void   grpc__read_guest_file_response__free_unpacked
+                     (Grpc__ReadGuestFileResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &grpc__read_guest_file_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor grpc__storage__field_descriptors[6] =
 {
   {
@@ -3140,7 +3230,122 @@ const ProtobufCMessageDescriptor grpc__guest_details_response__descriptor =
   (ProtobufCMessageInit) grpc__guest_details_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor grpc__agent_service__method_descriptors[20] =
+static const ProtobufCFieldDescriptor grpc__read_guest_file_request__field_descriptors[3] =
+{
+  {
+    "path",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Grpc__ReadGuestFileRequest, path),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "offset",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Grpc__ReadGuestFileRequest, offset),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "len",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Grpc__ReadGuestFileRequest, len),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned grpc__read_guest_file_request__field_indices_by_name[] = {
+  2,   /* field[2] = len */
+  1,   /* field[1] = offset */
+  0,   /* field[0] = path */
+};
+static const ProtobufCIntRange grpc__read_guest_file_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor grpc__read_guest_file_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "grpc.ReadGuestFileRequest",
+  "ReadGuestFileRequest",
+  "Grpc__ReadGuestFileRequest",
+  "grpc",
+  sizeof(Grpc__ReadGuestFileRequest),
+  3,
+  grpc__read_guest_file_request__field_descriptors,
+  grpc__read_guest_file_request__field_indices_by_name,
+  1,  grpc__read_guest_file_request__number_ranges,
+  (ProtobufCMessageInit) grpc__read_guest_file_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor grpc__read_guest_file_response__field_descriptors[2] =
+{
+  {
+    "data",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Grpc__ReadGuestFileResponse, data),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "size",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Grpc__ReadGuestFileResponse, size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned grpc__read_guest_file_response__field_indices_by_name[] = {
+  0,   /* field[0] = data */
+  1,   /* field[1] = size */
+};
+static const ProtobufCIntRange grpc__read_guest_file_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor grpc__read_guest_file_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "grpc.ReadGuestFileResponse",
+  "ReadGuestFileResponse",
+  "Grpc__ReadGuestFileResponse",
+  "grpc",
+  sizeof(Grpc__ReadGuestFileResponse),
+  2,
+  grpc__read_guest_file_response__field_descriptors,
+  grpc__read_guest_file_response__field_indices_by_name,
+  1,  grpc__read_guest_file_response__number_ranges,
+  (ProtobufCMessageInit) grpc__read_guest_file_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCMethodDescriptor grpc__agent_service__method_descriptors[21] =
 {
   { "CreateContainer", &grpc__create_container_request__descriptor, &google__protobuf__empty__descriptor },
   { "StartContainer", &grpc__start_container_request__descriptor, &google__protobuf__empty__descriptor },
@@ -3162,6 +3367,7 @@ static const ProtobufCMethodDescriptor grpc__agent_service__method_descriptors[2
   { "CreateSandbox", &grpc__create_sandbox_request__descriptor, &google__protobuf__empty__descriptor },
   { "DestroySandbox", &grpc__destroy_sandbox_request__descriptor, &google__protobuf__empty__descriptor },
   { "GetGuestDetails", &grpc__guest_details_request__descriptor, &grpc__guest_details_response__descriptor },
+  { "ReadGuestFile", &grpc__read_guest_file_request__descriptor, &grpc__read_guest_file_response__descriptor },
 };
 const unsigned grpc__agent_service__method_indices_by_name[] = {
   14,        /* CloseStdin */
@@ -3173,6 +3379,7 @@ const unsigned grpc__agent_service__method_indices_by_name[] = {
   16,        /* GetOOMEvent */
   6,        /* ListProcesses */
   9,        /* PauseContainer */
+  20,        /* ReadGuestFile */
   13,        /* ReadStderr */
   12,        /* ReadStdout */
   2,        /* RemoveContainer */
@@ -3192,7 +3399,7 @@ const ProtobufCServiceDescriptor grpc__agent_service__descriptor =
   "AgentService",
   "Grpc__AgentService",
   "grpc",
-  20,
+  21,
   grpc__agent_service__method_descriptors,
   grpc__agent_service__method_indices_by_name
 };
@@ -3355,6 +3562,14 @@ void grpc__agent_service__get_guest_details(ProtobufCService *service,
 {
   assert(service->descriptor == &grpc__agent_service__descriptor);
   service->invoke(service, 19, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void grpc__agent_service__read_guest_file(ProtobufCService *service,
+                                          const Grpc__ReadGuestFileRequest *input,
+                                          Grpc__ReadGuestFileResponse_Closure closure,
+                                          void *closure_data)
+{
+  assert(service->descriptor == &grpc__agent_service__descriptor);
+  service->invoke(service, 20, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void grpc__agent_service__init (Grpc__AgentService_Service *service,
                                 Grpc__AgentService_ServiceDestroy destroy)

@@ -1,0 +1,39 @@
+// kata-agent: PID 1 of the sandbox VM. Mounts the early filesystems, loads the kernel modules
+// the image lists, reaps every process, and serves the agent API over the virtio-serial port
+// `agent.channel.0`. Any fatal error powers the VM off: a hung guest is never left behind.
+#if canImport(Glibc)
+import Glibc
+#endif
+import GuestAgent
+import SystemKit
+
+@main
+struct KataAgent {
+    static func main() async {
+        // Before any thread exists: every thread inherits the blocked SIGCHLD/SIGTERM.
+        let signals = Reaper.blockSignals()
+        let isPID1 = getpid() == 1
+        let level: Logger.Level = CommandLine.arguments.contains("--debug") ? .debug : .info
+        let log = Logger(fd: 2, minimumLevel: level, fields: [("source", "agent")])
+        let powerOff: @Sendable (String) -> Void = { reason in
+            if isPID1 { GuestInit.powerOff(log, reason: reason) } else { exit(0) }
+        }
+        if isPID1 {
+            do {
+                try GuestInit.mountEarlyFilesystems(log)
+                try GuestInit.loadModules(listFile: "/lib/modules/load-order", log)
+            } catch {
+                log.error("guest init failed", ("error", "\(error)"))
+                GuestInit.powerOff(log, reason: "init failure")
+            }
+        }
+        _ = Reaper(signalFD: signals, log: log) { powerOff("SIGTERM") }
+        let agent = GuestAgent(log: log, powerOff: powerOff)
+        do {
+            try await agent.run()
+        } catch {
+            log.error("agent failed", ("error", "\(error)"))
+            powerOff("agent failure")
+        }
+    }
+}
