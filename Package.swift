@@ -28,6 +28,8 @@ var targets: [Target] = [
 
     .executableTarget(name: "kata-agent", dependencies: ["GuestAgent", "SystemKit"], swiftSettings: strict),
 
+    .executableTarget(name: "kata-bench", dependencies: ["QEMU", "AgentClient", "SystemKit"], swiftSettings: strict),
+
     // Tests.
     .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
     .testTarget(name: "ProtocolsTests", dependencies: ["Protocols", "TestSupport"], swiftSettings: strict),

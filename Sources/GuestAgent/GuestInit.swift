@@ -34,22 +34,33 @@ public enum GuestInit {
         log.debug("early filesystems mounted")
     }
 
-    /// Loads the modules listed (one `path [params]` per line, in dependency order) in `listFile`.
-    /// A module already built in or loaded counts as loaded.
-    public static func loadModules(listFile: String, _ log: Logger) throws(Errno) {
+    /// The marker line in the module list after which modules may load in the background.
+    public static let backgroundMarker = "@background"
+
+    /// Reads the module list (one `path [params]` per line, in dependency order). Returns the
+    /// modules before the `@background` marker and those after it.
+    public static func moduleList(_ listFile: String, _ log: Logger) -> (boot: [String], background: [String]) {
         guard let text = readSmallFile(listFile) else {
             log.warning("no module list", ("path", listFile))
-            return
+            return ([], [])
         }
-        var loaded = 0
-        for line in text.split(separator: "\n") {
+        var boot: [String] = [], background: [String] = []
+        var afterMarker = false
+        for line in text.split(separator: "\n").map(String.init) where !line.hasPrefix("#") && !line.isEmpty {
+            if line == backgroundMarker { afterMarker = true } else if afterMarker { background.append(line) } else { boot.append(line) }
+        }
+        return (boot, background)
+    }
+
+    /// Loads modules in order (each line `path [params]`); one already built in or loaded counts
+    /// as loaded.
+    public static func loadModules(_ lines: [String], _ log: Logger, phase: String) throws(Errno) {
+        for line in lines {
             let parts = line.split(separator: " ", maxSplits: 1).map(String.init)
-            guard let path = parts.first, !path.hasPrefix("#") else { continue }
-            let r = cl_load_module(path, parts.count > 1 ? parts[1] : "")
-            if r < 0 { throw Errno(-r, "finit_module \(path)") }
-            loaded += 1
+            let r = cl_load_module(parts[0], parts.count > 1 ? parts[1] : "")
+            if r < 0 { throw Errno(-r, "finit_module \(parts[0])") }
         }
-        log.info("kernel modules loaded", ("count", String(loaded)))
+        log.info("kernel modules loaded", ("phase", phase), ("count", String(lines.count)))
     }
 
     /// Syncs and powers the VM off. Never returns: if reboot(2) fails, PID 1 exits, which

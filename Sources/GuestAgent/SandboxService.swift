@@ -24,11 +24,23 @@ public final class SandboxService: Sendable {
     private let log: Logger
     private let state = Mutex(State())
     private let powerOff: @Sendable (String) -> Void
+    private let preparation = Mutex<Task<Void, Never>?>(nil)
 
     /// `powerOff` is called after DestroySandbox has answered.
     public init(log: Logger, powerOff: @escaping @Sendable (String) -> Void) {
         self.log = log
         self.powerOff = powerOff
+    }
+
+    /// Runs `work` (module loading) on its own thread-pool task; sandbox RPCs wait for it.
+    public func loadInBackground(_ work: @escaping @Sendable () -> Void) {
+        // A detached task on the global pool: finit_module blocks, so it must not run on the
+        // reactor, which is busy answering Health meanwhile.
+        preparation.withLock { $0 = Task.detached(priority: .utility) { work() } }
+    }
+
+    private func prepared() async {
+        await preparation.withLock { $0 }?.value
     }
 
     public func register(on server: TTRPCServer) {
@@ -38,7 +50,10 @@ public final class SandboxService: Sendable {
         server.register(AgentAPI.HealthService.version) { _, _ in
             AgentAPI.VersionCheckResponse(grpcVersion: "ttrpc", agentVersion: Self.version)
         }
-        server.register(AgentAPI.AgentService.createSandbox) { [self] req, _ in try createSandbox(req) }
+        server.register(AgentAPI.AgentService.createSandbox) { [self] req, _ in
+            await prepared()
+            return try createSandbox(req)
+        }
         server.register(AgentAPI.AgentService.destroySandbox) { [self] _, _ in try destroySandbox() }
         server.register(AgentAPI.AgentService.getGuestDetails) { [self] req, _ in guestDetails(req) }
         server.register(AgentAPI.AgentService.readGuestFile) { req, _ in try Self.readGuestFile(req) }

@@ -43,8 +43,9 @@ public struct QEMUConfiguration: Sendable, Hashable {
     /// Hot-pluggable ceiling; 0 means `vcpus`.
     public var maxVCPUs = 0
     public var memoryMiB = 256
-    /// Memory hotplug slots and ceiling (`-m size,slots=…,maxmem=…`); no hotplug when 0.
-    public var memorySlots = 10
+    /// Memory hotplug slots and ceiling (`-m size,slots=…,maxmem=…`); no hotplug when 0 (the
+    /// default: any slot costs ~63 MiB of QEMU RSS under TCG, measured, whatever `maxmem` is).
+    public var memorySlots = 0
     public var maxMemoryMiB = 0
     public var kernel: String
     public var initrd: String?
@@ -56,6 +57,10 @@ public struct QEMUConfiguration: Sendable, Hashable {
     public var hotplugRootPorts = 2
     public var qmpSocket: String
     public var rng = true
+    /// A virtio-balloon with free page reporting: pages the guest frees go back to the host.
+    public var freePageReporting = true
+    /// TCG's translation cache, MiB (QEMU's default is much larger; this bounds RSS).
+    public var tcgTranslationCacheMiB = 32
     public var extraArguments: [String] = []
 
     public init(kernel: String, initrd: String?, agent: AgentChannel, qmpSocket: String) {

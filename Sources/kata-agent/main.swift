@@ -18,10 +18,13 @@ struct KataAgent {
         let powerOff: @Sendable (String) -> Void = { reason in
             if isPID1 { GuestInit.powerOff(log, reason: reason) } else { exit(0) }
         }
+        var background: [String] = []
         if isPID1 {
             do {
                 try GuestInit.mountEarlyFilesystems(log)
-                try GuestInit.loadModules(listFile: "/lib/modules/load-order", log)
+                let modules = GuestInit.moduleList("/lib/modules/load-order", log)
+                try GuestInit.loadModules(modules.boot, log, phase: "boot")
+                background = modules.background
             } catch {
                 log.error("guest init failed", ("error", "\(error)"))
                 GuestInit.powerOff(log, reason: "init failure")
@@ -29,6 +32,17 @@ struct KataAgent {
         }
         _ = Reaper(signalFD: signals, log: log) { powerOff("SIGTERM") }
         let agent = GuestAgent(log: log, powerOff: powerOff)
+        // The rest of the modules (9p, vsock, net, blk, overlay…) load while the agent already
+        // answers Health; sandbox RPCs wait for them.
+        let pending = background
+        agent.sandbox.loadInBackground {
+            do {
+                try GuestInit.loadModules(pending, log, phase: "background")
+            } catch {
+                log.error("loading modules failed", ("error", "\(error)"))
+                powerOff("module load failure")
+            }
+        }
         do {
             try await agent.run()
         } catch {

@@ -14,12 +14,12 @@ import Testing
         c.console = .file("/r/console.log")
         #expect(QEMUCommandLine.arguments(for: c, kvm: false) == [
             "-name", "sandbox-abc",
-            "-machine", "q35,accel=tcg", "-cpu", "max",
+            "-machine", "q35", "-accel", "tcg,tb-size=32", "-cpu", "max",
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-            "-m", "256M,slots=10,maxmem=2304M",
+            "-m", "256M",
             "-smp", "1,maxcpus=1",
             "-kernel", "/g/vmlinux", "-initrd", "/g/initrd.cpio",
-            "-append", "console=ttyS0 quiet panic=-1 reboot=k i8042.noaux i8042.nomux i8042.nokbd tsc=reliable no_timer_check noreplace-smp random.trust_cpu=on",
+            "-append", "console=ttyS0 quiet panic=-1 reboot=k i8042.noaux i8042.nomux i8042.nokbd tsc=reliable no_timer_check noreplace-smp random.trust_cpu=on cryptomgr.notests",
             "-serial", "file:/r/console.log",
             "-qmp", "unix:/r/qmp.sock,server=on,wait=off",
             "-device", "pcie-root-port,id=rp0,bus=pcie.0,chassis=1,slot=1",
@@ -28,6 +28,7 @@ import Testing
             "-chardev", "socket,id=agent,path=/r/agent.sock,server=on,wait=off",
             "-device", "virtserialport,chardev=agent,id=channel0,name=agent.channel.0",
             "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
+            "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on",
         ])
     }
 
@@ -42,17 +43,18 @@ import Testing
         c.memorySlots = 4
         c.hotplugRootPorts = 0
         c.rng = false
+        c.freePageReporting = false
         c.kernelParameters = ["agent.log=debug"]
         c.sharedDirectories = [.init(tag: "kataShared", path: "/r/shared"), .init(tag: "vol", path: "/v", securityModel: "passthrough")]
         let a = QEMUCommandLine.arguments(for: c, kvm: true)
         #expect(a == [
             "-name", "sandbox-abc",
-            "-machine", "q35,accel=kvm", "-cpu", "host",
+            "-machine", "q35", "-accel", "kvm", "-cpu", "host",
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
             "-m", "2048M,slots=4,maxmem=8192M",
             "-smp", "2,maxcpus=4",
             "-kernel", "/g/vmlinux", "-initrd", "/g/initrd.cpio",
-            "-append", "console=ttyS0 quiet panic=-1 reboot=k i8042.noaux i8042.nomux i8042.nokbd tsc=reliable no_timer_check noreplace-smp random.trust_cpu=on agent.log=debug",
+            "-append", "console=ttyS0 quiet panic=-1 reboot=k i8042.noaux i8042.nomux i8042.nokbd tsc=reliable no_timer_check noreplace-smp random.trust_cpu=on cryptomgr.notests agent.log=debug",
             "-chardev", "socket,id=console,path=/r/console.sock,server=on,wait=off", "-serial", "chardev:console",
             "-qmp", "unix:/r/qmp.sock,server=on,wait=off",
             "-device", "vhost-vsock-pci,id=vsock0,guest-cid=7",
@@ -64,11 +66,12 @@ import Testing
     @Test func noInitrdNoConsoleNoMemoryHotplug() {
         var c = base()
         c.initrd = nil
-        c.memorySlots = 0
         c.hotplugRootPorts = 0
         let a = QEMUCommandLine.arguments(for: c, kvm: false)
         #expect(!a.contains("-initrd"))
         #expect(a.contains("256M"))
+        c.memorySlots = 2
+        #expect(QEMUCommandLine.arguments(for: c, kvm: false).contains("256M,slots=2,maxmem=2304M"))
         #expect(a.contains("null"))
     }
 

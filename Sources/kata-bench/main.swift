@@ -1,0 +1,143 @@
+// kata-bench: benchmarks that need the project's own libraries. Prints `name: value` lines.
+//
+//   kata-bench boot --guest DIR [--runs N]
+//       (a) QEMU spawn → agent Health.Check answered, (b) the same kernel and QEMU flags with
+//       an init that powers off at once (the floor: spawn → QEMU exit), medians over N runs,
+//       alternating so both see the same machine; plus the initramfs size and QEMU's RSS once
+//       the agent answered.
+#if canImport(Glibc)
+import Glibc
+#endif
+import AgentClient
+import QEMU
+import SystemKit
+
+func say(_ s: String) {
+    let b = Array((s + "\n").utf8)
+    _ = b.withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+}
+
+func fail(_ s: String) -> Never {
+    let b = Array(("kata-bench: " + s + "\n").utf8)
+    _ = b.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+    exit(2)
+}
+
+func tempDir() -> String {
+    var t = Array("/tmp/kata-bench-XXXXXX".utf8CString)
+    guard let p = t.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { fail("mkdtemp") }
+    return String(cString: p)
+}
+
+func removeDir(_ d: String) {
+    for f in ["agent.sock", "qmp.sock", "console.log", "qemu.log"] { unlink(d + "/" + f) }
+    rmdir(d)
+}
+
+func seconds(_ d: Duration) -> Double {
+    let (s, a) = d.components
+    return Double(s) + Double(a) / 1e18
+}
+
+func median(_ xs: [Double]) -> Double {
+    let s = xs.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+func rssMiB(_ pid: pid_t) -> Double {
+    guard let f = fopen("/proc/\(pid)/status", "r") else { return -1 }
+    defer { fclose(f) }
+    var line = [CChar](repeating: 0, count: 256)
+    while fgets(&line, 256, f) != nil {
+        let s = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if s.hasPrefix("VmRSS:") {
+            let kb = s.split(separator: " ").compactMap { Double($0) }.first ?? -1
+            return kb / 1024
+        }
+    }
+    return -1
+}
+
+func config(_ guest: String, _ dir: String, initrd: String) -> QEMUConfiguration {
+    var c = QEMUConfiguration(kernel: guest + "/vmlinux", initrd: guest + "/" + initrd,
+                              agent: .virtioSerial(socketPath: dir + "/agent.sock"), qmpSocket: dir + "/qmp.sock")
+    c.console = .file(dir + "/console.log")
+    c.memoryMiB = 256
+    return c
+}
+
+func bootAgent(_ guest: String) async throws -> (Double, Double) {
+    let dir = tempDir()
+    defer { removeDir(dir) }
+    let start = ContinuousClock.now
+    let qemu = try QEMUProcess.launch(config(guest, dir, initrd: "initramfs.cpio"), stderrPath: dir + "/qemu.log")
+    let agent = try await AgentClient.dial(.virtioSerial(socketPath: dir + "/agent.sock"), timeout: .seconds(120),
+                                           consoleLog: dir + "/console.log", abort: { qemu.hasExited ? "QEMU exited" : nil })
+    let ready = seconds(ContinuousClock.now - start)
+    let rss = rssMiB(qemu.pid)
+    agent.close()
+    qemu.kill()
+    _ = await qemu.waitForExit()
+    return (ready, rss)
+}
+
+func bootFloor(_ guest: String) async throws -> Double {
+    let dir = tempDir()
+    defer { removeDir(dir) }
+    let start = ContinuousClock.now
+    let qemu = try QEMUProcess.launch(config(guest, dir, initrd: "floor.cpio"), stderrPath: dir + "/qemu.log")
+    let exit = await qemu.waitForExit()
+    guard exit.status == .exited(0) else { fail("floor VM: \(exit)") }
+    return seconds(ContinuousClock.now - start)
+}
+
+@main
+struct KataBench {
+    static func main() async {
+        ignoreSIGPIPE()
+        let args = Array(CommandLine.arguments.dropFirst())
+        guard args.first == "boot" else { fail("usage: kata-bench boot --guest DIR [--runs N]") }
+        var guest = "build/guest"
+        var runs = 5
+        var i = 1
+        while i < args.count {
+            switch args[i] {
+            case "--guest": guest = args[i + 1]; i += 2
+            case "--runs": runs = Int(args[i + 1]) ?? 5; i += 2
+            default: fail("unknown argument \(args[i])")
+            }
+        }
+        var agentTimes: [Double] = [], floorTimes: [Double] = [], rss: [Double] = []
+        do {
+            // Warm the page cache so the first run is not an outlier.
+            _ = try await bootFloor(guest)
+            for _ in 0..<runs {
+                let (t, r) = try await bootAgent(guest)
+                agentTimes.append(t)
+                rss.append(r)
+                floorTimes.append(try await bootFloor(guest))
+            }
+        } catch {
+            fail("\(error)")
+        }
+        var st = stat()
+        stat(guest + "/initramfs.cpio", &st)
+        let a = median(agentTimes), f = median(floorTimes)
+        say("boot-agent-ready-s: \(String(format2(a)))")
+        say("boot-floor-s: \(String(format2(f)))")
+        say("boot-ratio: \(String(format2(a / f)))")
+        say("initramfs-mib: \(String(format2(Double(st.st_size) / 1_048_576)))")
+        say("qemu-rss-mib: \(String(format2(median(rss))))")
+        say("boot-runs: \(runs)")
+    }
+
+    static func format2(_ x: Double) -> String {
+        let scaled = (x * 100).rounded() / 100
+        var s = String(scaled)
+        if let dot = s.firstIndex(of: ".") {
+            let decimals = s.distance(from: dot, to: s.endIndex) - 1
+            if decimals < 2 { s += String(repeating: "0", count: 2 - decimals) }
+        }
+        return s
+    }
+}
