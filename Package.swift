@@ -34,6 +34,7 @@ var targets: [Target] = [
     .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
     .testTarget(name: "ProtocolsTests", dependencies: ["Protocols", "TestSupport"], swiftSettings: strict),
     .testTarget(name: "SystemKitTests", dependencies: ["SystemKit"], swiftSettings: strict),
+    .testTarget(name: "GuestAgentTests", dependencies: ["GuestAgent", "SystemKit"], swiftSettings: strict),
     .testTarget(name: "VMTests", dependencies: ["QEMU", "AgentClient", "Protocols", "SystemKit", "TTRPC"],
                 swiftSettings: strict),
     .testTarget(name: "TTRPCTests", dependencies: ["TTRPC", "SystemKit", "Protocols", "EchoService", "TestSupport"],

@@ -24,6 +24,18 @@ public enum AgentChannel {
         return nil
     }
 
+    /// Whether a virtio-vsock device is bound (the module alone creates /dev/vsock, which says
+    /// nothing about a host on the other side).
+    public static func vsockDevicePresent() -> Bool {
+        guard let dir = opendir("/sys/bus/virtio/drivers/vmw_vsock_virtio_transport") else { return false }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name.hasPrefix("virtio") { return true }
+        }
+        return false
+    }
+
     /// Opens the port non-blocking.
     public static func open(_ path: String) throws(Errno) -> FileDescriptor {
         try FileDescriptor.open(path, O_RDWR | O_NONBLOCK)

@@ -21,17 +21,23 @@ public final class GuestAgent: Sendable {
         sandbox.register(on: server)
     }
 
-    /// Finds the virtio-serial port (waiting up to `portTimeout` for it to appear) and serves
-    /// it forever. Throws only if the port never appears.
-    public func run(portTimeout: Duration = .seconds(30)) async throws -> Never {
-        let deadline = ContinuousClock.now + portTimeout
-        var path: String? = AgentChannel.findPort()
+    /// The vsock port the agent listens on when the channel is vsock (Kata's default).
+    public static let vsockPort: UInt32 = 1024
+
+    /// Finds the channel (the virtio-serial port called `portName`, waiting up to `timeout` for
+    /// it to appear; or vsock port 1024 when `portName` is "vsock" or no port exists but a
+    /// virtio-vsock device does) and serves it forever. Throws only if no channel can be served.
+    public func run(portName: String = AgentChannel.portName, timeout: Duration = .seconds(30)) async throws -> Never {
+        if portName == "vsock" { try await serveVsock() }
+        let deadline = ContinuousClock.now + timeout
+        var path: String? = AgentChannel.findPort(named: portName)
         while path == nil {
             guard ContinuousClock.now < deadline else {
-                throw Errno(ENODEV, "virtio-serial port \(AgentChannel.portName) did not appear within \(portTimeout)")
+                if AgentChannel.vsockDevicePresent() { try await serveVsock() }
+                throw Errno(ENODEV, "virtio-serial port \(portName) did not appear within \(timeout)")
             }
             try await Task.sleep(for: .milliseconds(10))
-            path = AgentChannel.findPort()
+            path = AgentChannel.findPort(named: portName)
         }
         let port = path!
         log.info("agent channel found", ("port", port), ("version", SandboxService.version))
@@ -64,5 +70,12 @@ public final class GuestAgent: Sendable {
             }
             log.info("host disconnected", ("connection", String(connections)))
         }
+    }
+
+    /// Serves every host connection on vsock port 1024.
+    private func serveVsock() async throws -> Never {
+        try server.serve(listener: VsockSocket.listen(port: Self.vsockPort))
+        log.info("agent listening", ("vsock_port", String(Self.vsockPort)), ("version", SandboxService.version))
+        while true { try await Task.sleep(for: .seconds(3600)) }
     }
 }

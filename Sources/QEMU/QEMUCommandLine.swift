@@ -90,6 +90,9 @@ public enum QEMUCommandLine {
         }
     }
 
+    /// Reads a whole text file ("" if unreadable); exposed for tests.
+    public static func readTextForTests(_ path: String) -> String { readText(path) }
+
     static func readText(_ path: String) -> String {
         guard let f = fopen(path, "r") else { return "" }
         defer { fclose(f) }

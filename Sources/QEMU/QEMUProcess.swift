@@ -60,7 +60,7 @@ public final class QEMUProcess: Sendable {
 
     /// Validates the paths the VM needs, then starts QEMU with stdout/stderr going to
     /// `stderrPath`.
-    public static func launch(_ config: QEMUConfiguration, stderrPath: String, reactor: Reactor = .shared) throws(QEMUError) -> QEMUProcess {
+    public static func launch(_ config: QEMUConfiguration, stderrPath: String, reactor: Reactor = .shared) async throws(QEMUError) -> QEMUProcess {
         guard access(config.binary, X_OK) == 0 else { throw .binaryNotFound(config.binary) }
         guard access(config.kernel, R_OK) == 0 else { throw .kernelNotFound(config.kernel) }
         if let initrd = config.initrd, access(initrd, R_OK) != 0 { throw .initrdNotFound(initrd) }
@@ -79,7 +79,7 @@ public final class QEMUProcess: Sendable {
         options.newProcessGroup = true
         options.killWithParent = true
         do {
-            let child = try ChildProcess.spawn(config.binary, args, environment: [], options: options, reactor: reactor)
+            let child = try await ChildProcess.spawn(config.binary, args, environment: [], options: options, reactor: reactor)
             return QEMUProcess(configuration: config, arguments: args, stderrPath: stderrPath, child: child)
         } catch {
             throw .spawnFailed(error.description)
@@ -110,15 +110,20 @@ public final class QEMUProcess: Sendable {
         } else {
             child.signal(SIGTERM)
         }
-        let exited = await withTaskGroup(of: Bool.self) { group in
-            group.addTask { _ = await self.child.wait(); return true }
-            group.addTask { try? await Task.sleep(for: gracePeriod); return false }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
+        return await waitForExit(within: gracePeriod)
+    }
+
+    /// Waits up to `timeout` for QEMU to exit, then SIGKILLs it and waits for that.
+    public func waitForExit(within timeout: Duration) async -> QEMUExit {
+        // The timer kills instead of abandoning the wait: the wait itself is not cancellable,
+        // and a task group would otherwise wait for it forever.
+        let timer = Task { [self] in
+            try await Task.sleep(for: timeout)
+            kill()
         }
-        if !exited { kill() }
-        return await waitForExit()
+        let exit = await waitForExit()
+        timer.cancel()
+        return exit
     }
 
     /// The last `lines` lines of a text file (QEMU's stderr, the guest console).

@@ -67,8 +67,28 @@ public final class ChildProcess: Sendable {
     }
 
     /// Starts `path` with `arguments` (argv[1...]) and `environment` ("K=V" entries).
+    ///
+    /// PDEATHSIG (`killWithParent`) fires when the *thread* that forked exits, and Swift's pool
+    /// threads exit when idle; so such a spawn runs on the reactor thread, which lives as long
+    /// as the process. Hence async: the caller waits without blocking a thread.
     public static func spawn(_ path: String, _ arguments: [String] = [], environment: [String] = [],
-                             options: Options = Options(), reactor: Reactor = .shared) throws(SpawnError) -> ChildProcess {
+                             options: Options = Options(), reactor: Reactor = .shared) async throws(SpawnError) -> ChildProcess {
+        guard options.killWithParent && !reactor.isCurrentThread else {
+            return try spawnHere(path, arguments, environment: environment, options: options, reactor: reactor)
+        }
+        let result = await Task(executorPreference: reactor) { () -> Result<ChildProcess, SpawnError> in
+            do throws(SpawnError) {
+                return .success(try spawnHere(path, arguments, environment: environment, options: options, reactor: reactor))
+            } catch {
+                return .failure(error)
+            }
+        }.value
+        return try result.get()
+    }
+
+    private static func spawnHere(_ path: String, _ arguments: [String], environment: [String],
+                                  options: Options, reactor: Reactor) throws(SpawnError) -> ChildProcess {
+        precondition(!options.killWithParent || reactor.isCurrentThread, "PDEATHSIG spawn off the reactor thread")
         let argv = CStringArray([path] + arguments)
         let envp = CStringArray(environment)
         defer { argv.free(); envp.free() }

@@ -46,7 +46,7 @@ public struct Logger: Sendable {
     }
 
     /// Quotes a value when logfmt needs it (spaces, quotes, `=`, control characters, empty).
-    static func quote(_ v: String) -> String {
+    public static func quote(_ v: String) -> String {
         let plain = !v.isEmpty && v.utf8.allSatisfy { $0 > 0x20 && $0 != 0x22 && $0 != 0x3d && $0 != 0x5c && $0 < 0x7f }
         if plain { return v }
         var out = "\""

@@ -13,15 +13,27 @@ struct KataAgent {
         // Before any thread exists: every thread inherits the blocked SIGCHLD/SIGTERM.
         let signals = Reaper.blockSignals()
         let isPID1 = getpid() == 1
-        let level: Logger.Level = CommandLine.arguments.contains("--debug") ? .debug : .info
-        let log = Logger(fd: 2, minimumLevel: level, fields: [("source", "agent")])
+        let early = Logger(fd: 2, minimumLevel: .info, fields: [("source", "agent")])
+        if isPID1 {
+            do {
+                try GuestInit.mountEarlyFilesystems(early)
+            } catch {
+                early.error("guest init failed", ("error", "\(error)"))
+                GuestInit.powerOff(early, reason: "init failure")
+            }
+        }
+        // /proc is mounted now: the agent.* kernel parameters can be read.
+        let options = AgentOptions(commandLine: GuestInit.readSmallFile("/proc/cmdline") ?? "")
+        var configured = early
+        configured.minimumLevel = CommandLine.arguments.contains("--debug") ? .debug : options.logLevel
+        let log = configured
+        if !options.rejected.isEmpty { log.warning("ignored kernel parameters", ("params", options.rejected.joined(separator: " "))) }
         let powerOff: @Sendable (String) -> Void = { reason in
             if isPID1 { GuestInit.powerOff(log, reason: reason) } else { exit(0) }
         }
         var background: [String] = []
         if isPID1 {
             do {
-                try GuestInit.mountEarlyFilesystems(log)
                 let modules = GuestInit.moduleList("/lib/modules/load-order", log)
                 try GuestInit.loadModules(modules.boot, log, phase: "boot")
                 background = modules.background
@@ -44,7 +56,7 @@ struct KataAgent {
             }
         }
         do {
-            try await agent.run()
+            try await agent.run(portName: options.channel, timeout: .seconds(options.channelTimeoutSeconds))
         } catch {
             log.error("agent failed", ("error", "\(error)"))
             powerOff("agent failure")

@@ -70,7 +70,7 @@ func bootAgent(_ guest: String) async throws -> (Double, Double) {
     let dir = tempDir()
     defer { removeDir(dir) }
     let start = ContinuousClock.now
-    let qemu = try QEMUProcess.launch(config(guest, dir, initrd: "initramfs.cpio"), stderrPath: dir + "/qemu.log")
+    let qemu = try await QEMUProcess.launch(config(guest, dir, initrd: "initramfs.cpio"), stderrPath: dir + "/qemu.log")
     let agent = try await AgentClient.dial(.virtioSerial(socketPath: dir + "/agent.sock"), timeout: .seconds(120),
                                            consoleLog: dir + "/console.log", abort: { qemu.hasExited ? "QEMU exited" : nil })
     let ready = seconds(ContinuousClock.now - start)
@@ -85,7 +85,7 @@ func bootFloor(_ guest: String) async throws -> Double {
     let dir = tempDir()
     defer { removeDir(dir) }
     let start = ContinuousClock.now
-    let qemu = try QEMUProcess.launch(config(guest, dir, initrd: "floor.cpio"), stderrPath: dir + "/qemu.log")
+    let qemu = try await QEMUProcess.launch(config(guest, dir, initrd: "floor.cpio"), stderrPath: dir + "/qemu.log")
     let exit = await qemu.waitForExit()
     guard exit.status == .exited(0) else { fail("floor VM: \(exit)") }
     return seconds(ContinuousClock.now - start)

@@ -41,7 +41,7 @@ import Testing
         var options = ChildProcess.Options()
         options.fds = [-1, out.rawValue, out.rawValue]
         options.killWithParent = true
-        let child = try ChildProcess.spawn(Self.goPeer, ["scenarios", "-socket", fx.socket], options: options)
+        let child = try await ChildProcess.spawn(Self.goPeer, ["scenarios", "-socket", fx.socket], options: options)
         out.close()
         let status = await child.wait()
         let output = readFile(log)
@@ -60,7 +60,7 @@ import Testing
         init() async throws {
             var options = ChildProcess.Options()
             options.killWithParent = true
-            child = try ChildProcess.spawn(InteropTests.goPeer, ["server", "-socket", dir.file("go.sock")], options: options)
+            child = try await ChildProcess.spawn(InteropTests.goPeer, ["server", "-socket", dir.file("go.sock")], options: options)
             try await waitForFile(dir.file("go.sock"))
         }
 

@@ -58,7 +58,7 @@ import Testing
         chmod(fx.socket, 0o777)
         let peer = repositoryRoot + "/.build/debug/ttrpc-peer"
         #expect(access(peer, X_OK) == 0, "\(peer) missing: build the package first (make test does)")
-        let child = try ChildProcess.spawn("/usr/bin/setpriv",
+        let child = try await ChildProcess.spawn("/usr/bin/setpriv",
                                            ["--reuid=65534", "--regid=65534", "--clear-groups", peer, "call", "--socket", fx.socket])
         return await child.wait()
     }

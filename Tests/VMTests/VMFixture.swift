@@ -85,7 +85,7 @@ final class VM: @unchecked Sendable {
         try requireImage()
         ignoreSIGPIPE()
         self.dir = dir
-        qemu = try QEMUProcess.launch(Self.configuration(dir, shares: shares), stderrPath: dir.file("qemu.log"))
+        qemu = try await QEMUProcess.launch(Self.configuration(dir, shares: shares), stderrPath: dir.file("qemu.log"))
         guard boot else { return }
         do {
             qmp = try await QMPClient.connect(path: dir.file("qmp.sock"), timeout: .seconds(10))

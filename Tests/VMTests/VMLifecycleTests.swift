@@ -72,14 +72,8 @@ import Testing
 
             // DestroySandbox: unmount, power off, QEMU exits 0.
             try await again.destroySandbox()
-            let exit = await withTaskGroup(of: QEMUExit?.self) { group in
-                group.addTask { await vm.qemu.waitForExit() }
-                group.addTask { try? await Task.sleep(for: .seconds(20)); return nil }
-                let first = await group.next() ?? nil
-                group.cancelAll()
-                return first
-            }
-            #expect(exit?.status == .exited(0), "\(String(describing: exit))")
+            let exit = await vm.qemu.waitForExit(within: .seconds(20))
+            #expect(exit.status == .exited(0), "\(exit)")
         } catch {
             await vm.destroy()
             shared.remove()
@@ -140,14 +134,14 @@ import Testing
         defer { dir.remove() }
         var c = VM.configuration(dir)
         c.kernel = "/nonexistent/vmlinux"
-        #expect(throws: QEMUError.kernelNotFound("/nonexistent/vmlinux")) { _ = try QEMUProcess.launch(c, stderrPath: dir.file("q.log")) }
+        await #expect(throws: QEMUError.kernelNotFound("/nonexistent/vmlinux")) { _ = try await QEMUProcess.launch(c, stderrPath: dir.file("q.log")) }
         c = VM.configuration(dir, initrd: "/nonexistent/initrd.cpio")
-        #expect(throws: QEMUError.initrdNotFound("/nonexistent/initrd.cpio")) { _ = try QEMUProcess.launch(c, stderrPath: dir.file("q.log")) }
+        await #expect(throws: QEMUError.initrdNotFound("/nonexistent/initrd.cpio")) { _ = try await QEMUProcess.launch(c, stderrPath: dir.file("q.log")) }
         c = VM.configuration(dir)
         c.binary = "/nonexistent/qemu-system-x86_64"
-        #expect(throws: QEMUError.binaryNotFound("/nonexistent/qemu-system-x86_64")) { _ = try QEMUProcess.launch(c, stderrPath: dir.file("q.log")) }
+        await #expect(throws: QEMUError.binaryNotFound("/nonexistent/qemu-system-x86_64")) { _ = try await QEMUProcess.launch(c, stderrPath: dir.file("q.log")) }
         c = VM.configuration(dir, shares: [.init(tag: "x", path: "/nonexistent/share")])
-        #expect(throws: QEMUError.sharedDirectoryNotFound("/nonexistent/share")) { _ = try QEMUProcess.launch(c, stderrPath: dir.file("q.log")) }
+        await #expect(throws: QEMUError.sharedDirectoryNotFound("/nonexistent/share")) { _ = try await QEMUProcess.launch(c, stderrPath: dir.file("q.log")) }
         // None of these started anything or created the log.
         #expect(access(dir.file("q.log"), F_OK) != 0)
         let e = QEMUError.kernelNotFound("/nonexistent/vmlinux")
@@ -160,7 +154,7 @@ import Testing
         let dir = RuntimeDir()
         var c = VM.configuration(dir, initrd: guestDir + "/floor.cpio")
         c.kernelParameters = ["loglevel=4"]
-        let qemu = try QEMUProcess.launch(c, stderrPath: dir.file("qemu.log"))
+        let qemu = try await QEMUProcess.launch(c, stderrPath: dir.file("qemu.log"))
         do {
             _ = try await AgentClient.dial(.virtioSerial(socketPath: dir.file("agent.sock")), timeout: .seconds(1),
                                            consoleLog: dir.file("console.log"))
@@ -170,6 +164,57 @@ import Testing
         }
         qemu.kill()
         _ = await qemu.waitForExit()
+        dir.remove()
+    }
+}
+
+@Suite(.serialized) struct VMFailureTests {
+    @Test func agentPowersOffWhenItsChannelNeverAppears() async throws {
+        try requireImage()
+        let dir = RuntimeDir()
+        var c = VM.configuration(dir)
+        c.kernelParameters = ["agent.channel=no.such.port", "agent.channel_timeout=1"]
+        let qemu = try await QEMUProcess.launch(c, stderrPath: dir.file("qemu.log"))
+        let exit = await qemu.waitForExit(within: .seconds(30))
+        #expect(exit.status == .exited(0), "the guest did not power itself off: \(exit)")
+        let console = QEMUProcess.tail(of: dir.file("console.log"), lines: 10)
+        #expect(console.contains("no.such.port did not appear"), "\(console)")
+        #expect(console.contains("msg=\"powering off\""), "\(console)")
+        dir.remove()
+    }
+
+    @Test func qemuRefusingItsConfigurationIsReportedWithItsOwnWords() async throws {
+        try requireImage()
+        let dir = RuntimeDir()
+        // This host has no /dev/vhost-vsock: QEMU itself refuses and exits.
+        var c = VM.configuration(dir)
+        c.agent = .vsock(guestCID: 3)
+        let qemu = try await QEMUProcess.launch(c, stderrPath: dir.file("qemu.log"))
+        let exit = await qemu.waitForExit()
+        #expect(exit.status == .exited(1))
+        #expect(exit.description.contains("vhost-vsock"), "\(exit)")
+        dir.remove()
+    }
+
+    @Test func imageIsReproducible() async throws {
+        try requireImage()
+        let dir = RuntimeDir("image")
+        let child = try await ChildProcess.spawn("/usr/bin/python3", [
+            repositoryRoot + "/packaging/guest/build-image.py", "--kernel-deb", guestDir + "/cache/kernel.deb",
+            "--init", repositoryRoot + "/.build/release/kata-agent", "--out", dir.path])
+        #expect(await child.wait() == .exited(0))
+        let fresh = QEMUCommandLine.readTextForTests(dir.file("manifest.json"))
+        let built = QEMUCommandLine.readTextForTests(guestDir + "/manifest.json")
+        func hash(_ manifest: String, _ key: String) -> String? {
+            // "initramfs.cpio": { ... "sha256": "…" — the first sha256 after the key.
+            guard let r = manifest.firstRange(of: "\"\(key)\"") else { return nil }
+            let rest = manifest[r.upperBound...]
+            guard let s = rest.firstRange(of: "\"sha256\": \"") else { return nil }
+            return String(rest[s.upperBound...].prefix(64))
+        }
+        #expect(hash(fresh, "initramfs.cpio") != nil)
+        #expect(hash(fresh, "initramfs.cpio") == hash(built, "initramfs.cpio"), "rebuilding gave different initramfs bytes")
+        #expect(hash(fresh, "kernel") == hash(built, "kernel"))
         dir.remove()
     }
 }
