@@ -60,7 +60,7 @@ public final class AgentClient: Sendable {
         func fail(_ reason: String) -> AgentDialError {
             connection?.close()
             return AgentDialError(address: address.description, waited: .now - started, lastError: reason,
-                                  consoleTail: consoleLog.map { tail(of: $0, lines: 15) } ?? "")
+                                  consoleTail: consoleLog.map { TextFile.tail($0, lines: 15) } ?? "")
         }
         while true {
             if let reason = abort?() { throw fail(reason) }
@@ -98,21 +98,6 @@ public final class AgentClient: Sendable {
             if err != 0 { throw Errno(err, "vsock connect \(cid):\(port)") }
             return try TTRPCClient(taking: fd, reactor: reactor)
         }
-    }
-
-    /// The last `lines` lines of a text file.
-    static func tail(of path: String, lines: Int) -> String {
-        guard let f = fopen(path, "r") else { return "" }
-        defer { fclose(f) }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = fread(&buf, 1, buf.count, f)
-            if n <= 0 { break }
-            out += buf[0..<n]
-            if out.count > 1 << 20 { out.removeFirst(out.count - (1 << 20)) }
-        }
-        return String(decoding: out, as: UTF8.self).split(separator: "\n").suffix(lines).joined(separator: "\n")
     }
 
     // MARK: - Calls

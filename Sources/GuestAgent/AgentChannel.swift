@@ -18,7 +18,7 @@ public enum AgentChannel {
                 String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
             guard port.hasPrefix("vport") else { continue }
-            let text = GuestInit.readSmallFile("/sys/class/virtio-ports/\(port)/name") ?? ""
+            let text = TextFile.read("/sys/class/virtio-ports/\(port)/name") ?? ""
             if text.trimmingCharacters(in: .newlines) == name { return "/dev/\(port)" }
         }
         return nil

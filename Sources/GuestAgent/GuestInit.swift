@@ -40,7 +40,7 @@ public enum GuestInit {
     /// Reads the module list (one `path [params]` per line, in dependency order). Returns the
     /// modules before the `@background` marker and those after it.
     public static func moduleList(_ listFile: String, _ log: Logger) -> (boot: [String], background: [String]) {
-        guard let text = readSmallFile(listFile) else {
+        guard let text = TextFile.read(listFile) else {
             log.warning("no module list", ("path", listFile))
             return ([], [])
         }
@@ -79,21 +79,5 @@ public enum GuestInit {
             current += "/" + part
             if mkdir(current, mode) != 0 && errno != EEXIST { throw Errno.current("mkdir \(current)") }
         }
-    }
-
-    /// Reads a small text file (sysfs, module lists); nil if it cannot be read.
-    public static func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while out.count < limit {
-            let n = read(fd, &buf, buf.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            out += buf[0..<n]
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 }

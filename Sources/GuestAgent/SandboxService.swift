@@ -154,7 +154,7 @@ public final class SandboxService: Sendable {
 
     func guestDetails(_ req: AgentAPI.GuestDetailsRequest) -> AgentAPI.GuestDetailsResponse {
         var response = AgentAPI.GuestDetailsResponse()
-        if req.memBlockSize, let text = GuestInit.readSmallFile("/sys/devices/system/memory/block_size_bytes") {
+        if req.memBlockSize, let text = TextFile.read("/sys/devices/system/memory/block_size_bytes") {
             response.memBlockSizeBytes = UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines), radix: 16) ?? 0
         }
         response.agentDetails = AgentAPI.AgentDetails(version: Self.version, initDaemon: getpid() == 1,

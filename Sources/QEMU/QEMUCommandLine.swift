@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemKit
 
 /// Builds QEMU's argument list from a configuration. Pure: the only input besides the
 /// configuration is whether KVM may be used, which `hostSupportsKVM()` answers separately.
@@ -73,7 +74,7 @@ public enum QEMUCommandLine {
     /// exists. (On these hosts /dev/kvm exists without either flag, and KVM cannot boot.)
     public static func hostSupportsKVM(cpuinfo: String? = nil) -> Bool {
         guard access("/dev/kvm", R_OK | W_OK) == 0 else { return false }
-        let text = cpuinfo ?? readText("/proc/cpuinfo")
+        let text = cpuinfo ?? TextFile.read("/proc/cpuinfo") ?? ""
         for line in text.split(separator: "\n") where line.hasPrefix("flags") {
             let flags = line.split(separator: " ")
             return flags.contains("vmx") || flags.contains("svm")
@@ -88,21 +89,5 @@ public enum QEMUCommandLine {
         case .tcg: return false
         case .auto: return hostSupportsKVM()
         }
-    }
-
-    /// Reads a whole text file ("" if unreadable); exposed for tests.
-    public static func readTextForTests(_ path: String) -> String { readText(path) }
-
-    static func readText(_ path: String) -> String {
-        guard let f = fopen(path, "r") else { return "" }
-        defer { fclose(f) }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = fread(&buf, 1, buf.count, f)
-            if n <= 0 { break }
-            out += buf[0..<n]
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 }

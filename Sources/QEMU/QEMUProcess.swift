@@ -92,7 +92,7 @@ public final class QEMUProcess: Sendable {
     /// Waits for QEMU to exit, however that happens.
     public func waitForExit() async -> QEMUExit {
         let status = await child.wait()
-        return QEMUExit(status: status, stderrTail: Self.tail(of: stderrPath, lines: 5))
+        return QEMUExit(status: status, stderrTail: TextFile.tail(stderrPath, lines: 5))
     }
 
     /// SIGKILL now (no-op once reaped).
@@ -126,10 +126,4 @@ public final class QEMUProcess: Sendable {
         return exit
     }
 
-    /// The last `lines` lines of a text file (QEMU's stderr, the guest console).
-    public static func tail(of path: String, lines: Int) -> String {
-        let text = QEMUCommandLine.readText(path)
-        let all = text.split(separator: "\n", omittingEmptySubsequences: true)
-        return all.suffix(lines).joined(separator: "\n")
-    }
 }

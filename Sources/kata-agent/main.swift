@@ -23,7 +23,7 @@ struct KataAgent {
             }
         }
         // /proc is mounted now: the agent.* kernel parameters can be read.
-        let options = AgentOptions(commandLine: GuestInit.readSmallFile("/proc/cmdline") ?? "")
+        let options = AgentOptions(commandLine: TextFile.read("/proc/cmdline") ?? "")
         var configured = early
         configured.minimumLevel = CommandLine.arguments.contains("--debug") ? .debug : options.logLevel
         let log = configured

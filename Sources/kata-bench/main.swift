@@ -12,14 +12,10 @@ import AgentClient
 import QEMU
 import SystemKit
 
-func say(_ s: String) {
-    let b = Array((s + "\n").utf8)
-    _ = b.withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
-}
+func say(_ text: String) { TextFile.writeLine(text) }
 
-func fail(_ s: String) -> Never {
-    let b = Array(("kata-bench: " + s + "\n").utf8)
-    _ = b.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+func fail(_ text: String) -> Never {
+    TextFile.writeLine("kata-bench: " + text, to: 2)
     exit(2)
 }
 

@@ -11,14 +11,10 @@ import Protocols
 import SystemKit
 import TTRPC
 
-func say(_ text: String) {
-    let line = Array((text + "\n").utf8)
-    _ = line.withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
-}
+func say(_ text: String) { TextFile.writeLine(text) }
 
 func fail(_ text: String) -> Never {
-    let line = Array(("ttrpc-peer: " + text + "\n").utf8)
-    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+    TextFile.writeLine("ttrpc-peer: " + text, to: 2)
     exit(2)
 }
 

@@ -20,19 +20,6 @@ import Testing
         }
     }
 
-    func readFile(_ path: String) -> String {
-        guard let f = fopen(path, "r") else { return "" }
-        defer { fclose(f) }
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = fread(&buf, 1, buf.count, f)
-            if n <= 0 { break }
-            out += buf[0..<n]
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
     @Test func goClientAgainstSwiftServer() async throws {
         try requireGoPeer()
         let fx = try EchoServerFixture()
@@ -44,7 +31,7 @@ import Testing
         let child = try await ChildProcess.spawn(Self.goPeer, ["scenarios", "-socket", fx.socket], options: options)
         out.close()
         let status = await child.wait()
-        let output = readFile(log)
+        let output = TextFile.read(log) ?? ""
         #expect(status == .exited(0), "Go client scenarios failed:\n\(output)")
         #expect(output.contains("9 passed, 0 failed"), "\(output)")
         #expect(!output.contains("FAIL"), "\(output)")

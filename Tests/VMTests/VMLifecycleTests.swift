@@ -177,7 +177,7 @@ import Testing
         let qemu = try await QEMUProcess.launch(c, stderrPath: dir.file("qemu.log"))
         let exit = await qemu.waitForExit(within: .seconds(30))
         #expect(exit.status == .exited(0), "the guest did not power itself off: \(exit)")
-        let console = QEMUProcess.tail(of: dir.file("console.log"), lines: 10)
+        let console = TextFile.tail(dir.file("console.log"), lines: 10)
         #expect(console.contains("no.such.port did not appear"), "\(console)")
         #expect(console.contains("msg=\"powering off\""), "\(console)")
         dir.remove()
@@ -203,8 +203,8 @@ import Testing
             repositoryRoot + "/packaging/guest/build-image.py", "--kernel-deb", guestDir + "/cache/kernel.deb",
             "--init", repositoryRoot + "/.build/release/kata-agent", "--out", dir.path])
         #expect(await child.wait() == .exited(0))
-        let fresh = QEMUCommandLine.readTextForTests(dir.file("manifest.json"))
-        let built = QEMUCommandLine.readTextForTests(guestDir + "/manifest.json")
+        let fresh = TextFile.read(dir.file("manifest.json")) ?? ""
+        let built = TextFile.read(guestDir + "/manifest.json") ?? ""
         func hash(_ manifest: String, _ key: String) -> String? {
             // "initramfs.cpio": { ... "sha256": "…" — the first sha256 after the key.
             guard let r = manifest.firstRange(of: "\"\(key)\"") else { return nil }
