@@ -18,6 +18,7 @@ var targets: [Target] = [
     .target(name: "TTRPC", dependencies: ["SystemKit", "Protocols"], swiftSettings: strict),
 
     .target(name: "QEMU", dependencies: ["SystemKit"], swiftSettings: strict),
+    .target(name: "OCI", swiftSettings: strict),
     .target(name: "AgentClient", dependencies: ["TTRPC", "Protocols", "SystemKit"], swiftSettings: strict),
     .target(name: "GuestAgent", dependencies: ["SystemKit", "Protocols", "TTRPC", "CLinux"], swiftSettings: strict),
     .target(name: "EchoService", dependencies: ["TTRPC", "Protocols"], swiftSettings: strict),
@@ -34,6 +35,7 @@ var targets: [Target] = [
     .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
     .testTarget(name: "ProtocolsTests", dependencies: ["Protocols", "TestSupport"], swiftSettings: strict),
     .testTarget(name: "SystemKitTests", dependencies: ["SystemKit"], swiftSettings: strict),
+    .testTarget(name: "OCITests", dependencies: ["OCI", "SystemKit"], exclude: ["Fixtures"], swiftSettings: strict),
     .testTarget(name: "GuestAgentTests", dependencies: ["GuestAgent", "SystemKit"], swiftSettings: strict),
     .testTarget(name: "VMTests", dependencies: ["QEMU", "AgentClient", "Protocols", "SystemKit", "TTRPC"],
                 swiftSettings: strict),
