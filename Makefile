@@ -20,7 +20,7 @@ GUEST := build/guest
 AGENT_BIN := .build/release/kata-agent
 
 .PHONY: deps protos check-protos build release interop-peer test bench-ttrpc bench-boot fuzz-ttrpc demo-ttrpc \
-        image agent-release clean
+        image agent-release rootfs clean
 
 ## deps: install the Debian packages (idempotent; apt-get update runs only when something is missing)
 deps:
@@ -79,8 +79,14 @@ $(GUEST)/floor.cpio: $(GUEST)/poweroff-init packaging/guest/build-image.py $(GUE
 	python3 packaging/guest/build-image.py --kernel-deb $(GUEST)/cache/kernel.deb --init $(GUEST)/poweroff-init \
 	  --out $(GUEST) --name floor.cpio --no-modules
 
+## rootfs: the busybox-static test container rootfs under build/rootfs/busybox
+rootfs: build/rootfs/busybox/bin/busybox
+
+build/rootfs/busybox/bin/busybox: packaging/test-rootfs/build-rootfs.sh
+	packaging/test-rootfs/build-rootfs.sh build/rootfs/busybox build/rootfs/cache
+
 ## test: every test (unit, wire vectors, bad input, Go interop, generated-code drift, real VMs)
-test: deps check-protos build interop-peer image
+test: deps check-protos build interop-peer image rootfs
 	$(SWIFT) test --no-parallel
 
 ## bench-boot: QEMU spawn -> agent Health.Check vs the same boot with a power-off init

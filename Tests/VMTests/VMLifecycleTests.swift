@@ -20,7 +20,9 @@ import Testing
         #expect(write(fd, message, message.count) == message.count)
         close(fd)
 
-        let vm = try await VM(shares: [.init(tag: "kataShared", path: shared.path)])
+        let rootfs = repositoryRoot + "/build/rootfs/busybox"
+        #expect(access(rootfs + "/bin/busybox", X_OK) == 0, "\(rootfs) missing: run `make rootfs` (part of `make test`)")
+        let vm = try await VM(shares: [.init(tag: "kataShared", path: shared.path), .init(tag: "testRootfs", path: rootfs)])
         let pid = vm.qemu.pid
         do {
             let agent = try #require(vm.agent)
@@ -55,11 +57,19 @@ import Testing
             try await again.createSandbox(AgentAPI.CreateSandboxRequest(
                 hostname: "sandbox-test", dns: ["nameserver 10.0.0.1"],
                 storages: [AgentAPI.Storage(driver: "9p", source: "kataShared", fstype: "9p",
-                                            mountPoint: "/run/kata-containers/shared/containers")],
+                                            mountPoint: "/run/kata-containers/shared/containers"),
+                           AgentAPI.Storage(driver: "9p", source: "testRootfs",
+                                            options: ["trans=virtio", "version=9p2000.L", "msize=524288", "ro"],
+                                            mountPoint: "/run/test-rootfs")],
                 sandboxID: "sb1"))
             let file = try await again.readGuestFile("/run/kata-containers/shared/containers/hello.txt")
             #expect(file.data == message && file.size == UInt64(message.count))
             #expect(try await again.readGuestFile("/proc/sys/kernel/hostname").data == Array("sandbox-test\n".utf8))
+            // The busybox test rootfs is readable through its own (read-only) share.
+            let passwd = try await again.readGuestFile("/run/test-rootfs/etc/passwd")
+            #expect(passwd.data == TextFile.readBytes(rootfs + "/etc/passwd"))
+            let busybox = try await again.readGuestFile("/run/test-rootfs/bin/busybox", length: 4)
+            #expect(busybox.data == [0x7f, 0x45, 0x4c, 0x46] && busybox.size > 500_000)
             #expect(try await again.readGuestFile("/etc/resolv.conf").data == Array("nameserver 10.0.0.1\n".utf8))
             await #expect(throws: TTRPCError.self) {
                 try await again.createSandbox(AgentAPI.CreateSandboxRequest(sandboxID: "sb1"))
