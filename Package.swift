@@ -20,7 +20,7 @@ var targets: [Target] = [
     .target(name: "QEMU", dependencies: ["SystemKit"], swiftSettings: strict),
     .target(name: "OCI", swiftSettings: strict),
     .target(name: "AgentClient", dependencies: ["TTRPC", "Protocols", "SystemKit"], swiftSettings: strict),
-    .target(name: "GuestAgent", dependencies: ["SystemKit", "Protocols", "TTRPC", "CLinux"], swiftSettings: strict),
+    .target(name: "GuestAgent", dependencies: ["SystemKit", "Protocols", "TTRPC", "CLinux", "OCI"], swiftSettings: strict),
     .target(name: "EchoService", dependencies: ["TTRPC", "Protocols"], swiftSettings: strict),
 
     // Executables.
@@ -37,7 +37,7 @@ var targets: [Target] = [
     .testTarget(name: "SystemKitTests", dependencies: ["SystemKit"], swiftSettings: strict),
     .testTarget(name: "OCITests", dependencies: ["OCI", "SystemKit"], exclude: ["Fixtures"], swiftSettings: strict),
     .testTarget(name: "GuestAgentTests", dependencies: ["GuestAgent", "SystemKit"], swiftSettings: strict),
-    .testTarget(name: "VMTests", dependencies: ["QEMU", "AgentClient", "Protocols", "SystemKit", "TTRPC"],
+    .testTarget(name: "VMTests", dependencies: ["QEMU", "AgentClient", "Protocols", "SystemKit", "TTRPC", "OCI"],
                 swiftSettings: strict),
     .testTarget(name: "TTRPCTests", dependencies: ["TTRPC", "SystemKit", "Protocols", "EchoService", "TestSupport"],
                 swiftSettings: strict),

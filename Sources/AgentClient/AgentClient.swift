@@ -65,25 +65,35 @@ public final class AgentClient: Sendable {
         while true {
             if let reason = abort?() { throw fail(reason) }
             guard ContinuousClock.now < deadline else { throw fail(lastError) }
-            do {
-                if connection == nil || connection!.isClosed {
+            if connection == nil || connection!.isClosed {
+                do {
                     connection = try await connect(address, reactor: reactor)
+                    backoff = .milliseconds(5)
+                } catch {
+                    // QEMU has not created the socket yet, or is gone: back off and retry.
+                    lastError = "\(error)"
+                    try await Task.sleep(for: backoff)
+                    backoff = min(backoff * 2, .milliseconds(100))
+                    continue
                 }
+            }
+            do {
                 // The chardev accepts before the guest listens; the request then waits in the
-                // port until the agent reads it, so a short per-attempt timeout is retried.
-                let attempt = min(Duration.milliseconds(500), deadline - .now)
+                // port until the agent reads it and is answered at once. A timed-out attempt is
+                // retried immediately (its late answer is dropped by stream id), so the first
+                // answer is never delayed by a sleep.
+                let attempt = min(Duration.seconds(2), deadline - .now)
                 let health = try await connection!.call(AgentAPI.HealthService.check, AgentAPI.CheckRequest(),
                                                         timeout: max(attempt, .milliseconds(1)))
                 guard health.status == .serving else {
                     lastError = "agent health is \(health.status)"
-                    throw TTRPCError(.unavailable, lastError)
+                    try await Task.sleep(for: .milliseconds(20))
+                    continue
                 }
                 return AgentClient(address: address, ttrpc: connection!)
             } catch {
                 lastError = "\(error)"
             }
-            try await Task.sleep(for: backoff)
-            backoff = min(backoff * 2, .milliseconds(200))
         }
     }
 
@@ -128,6 +138,67 @@ public final class AgentClient: Sendable {
                               timeout: Duration = .seconds(5)) async throws -> AgentAPI.ReadGuestFileResponse {
         try await ttrpc.call(AgentAPI.AgentService.readGuestFile,
                              AgentAPI.ReadGuestFileRequest(path: path, offset: offset, len: length), timeout: timeout)
+    }
+
+    // MARK: - Containers
+
+    /// Creates a container from its OCI spec (`config.json` bytes); its process is prepared but
+    /// not started.
+    public func createContainer(_ id: String, spec json: [UInt8], timeout: Duration = .seconds(30)) async throws {
+        _ = try await ttrpc.call(AgentAPI.AgentService.createContainer,
+                                 AgentAPI.CreateContainerRequest(containerID: id, execID: id, ociSpecJSON: json), timeout: timeout)
+    }
+
+    public func startContainer(_ id: String, timeout: Duration = .seconds(10)) async throws {
+        _ = try await ttrpc.call(AgentAPI.AgentService.startContainer, AgentAPI.StartContainerRequest(containerID: id),
+                                 timeout: timeout)
+    }
+
+    /// The exit code (128+signal for a death by signal), once the process ended and its output
+    /// was drained. No timeout by default: it waits as long as the process runs.
+    public func waitProcess(_ id: String, execID: String = "", timeout: Duration? = nil) async throws -> Int32 {
+        try await ttrpc.call(AgentAPI.AgentService.waitProcess, AgentAPI.WaitProcessRequest(containerID: id, execID: execID),
+                             timeout: timeout).status
+    }
+
+    /// Up to `length` bytes of stdout; empty at end of stream.
+    public func readStdout(_ id: String, execID: String = "", length: UInt32 = 64 * 1024) async throws -> [UInt8] {
+        try await ttrpc.call(AgentAPI.AgentService.readStdout,
+                             AgentAPI.ReadStreamRequest(containerID: id, execID: execID, len: length)).data
+    }
+
+    public func readStderr(_ id: String, execID: String = "", length: UInt32 = 64 * 1024) async throws -> [UInt8] {
+        try await ttrpc.call(AgentAPI.AgentService.readStderr,
+                             AgentAPI.ReadStreamRequest(containerID: id, execID: execID, len: length)).data
+    }
+
+    public func writeStdin(_ id: String, execID: String = "", _ data: [UInt8]) async throws -> UInt32 {
+        try await ttrpc.call(AgentAPI.AgentService.writeStdin,
+                             AgentAPI.WriteStreamRequest(containerID: id, execID: execID, data: data)).len
+    }
+
+    public func closeStdin(_ id: String, execID: String = "") async throws {
+        _ = try await ttrpc.call(AgentAPI.AgentService.closeStdin, AgentAPI.CloseStdinRequest(containerID: id, execID: execID))
+    }
+
+    public func signalProcess(_ id: String, execID: String = "", signal: Int32) async throws {
+        _ = try await ttrpc.call(AgentAPI.AgentService.signalProcess,
+                                 AgentAPI.SignalProcessRequest(containerID: id, execID: execID, signal: UInt32(signal)))
+    }
+
+    public func removeContainer(_ id: String, timeout: Duration = .seconds(30)) async throws {
+        _ = try await ttrpc.call(AgentAPI.AgentService.removeContainer, AgentAPI.RemoveContainerRequest(containerID: id),
+                                 timeout: timeout)
+    }
+
+    /// Reads a stream to its end.
+    public func readAll(_ id: String, stderr: Bool = false) async throws -> [UInt8] {
+        var out: [UInt8] = []
+        while true {
+            let chunk = stderr ? try await readStderr(id) : try await readStdout(id)
+            if chunk.isEmpty { return out }
+            out += chunk
+        }
     }
 
     /// Closes the connection (the agent keeps running and accepts a new one).

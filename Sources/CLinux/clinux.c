@@ -6,6 +6,10 @@
 #include <signal.h>
 #include <stddef.h>
 #include <string.h>
+#include <sched.h>
+#include <grp.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/epoll.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
@@ -286,6 +290,34 @@ int cl_signalfd_block(int also_term) {
     RET(signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
 }
 
+static volatile int wakeup_fd = -1;
+static volatile sig_atomic_t terminate_requested = 0;
+
+static void wakeup_handler(int sig) {
+    int saved = errno;
+    if (sig == SIGTERM || sig == SIGINT) terminate_requested = 1;
+    uint64_t one = 1;
+    if (wakeup_fd >= 0) (void)!write(wakeup_fd, &one, sizeof one);
+    errno = saved;
+}
+
+int cl_signal_wakeup_install(int wake_fd) {
+    wakeup_fd = wake_fd;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = wakeup_handler;
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGCHLD, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0) return -errno;
+    return 0;
+}
+
+int cl_signal_take_terminate(void) {
+    int t = terminate_requested;
+    terminate_requested = 0;
+    return t;
+}
+
 int cl_signalfd_read(int fd) {
     struct signalfd_siginfo info;
     ssize_t n = read(fd, &info, sizeof info);
@@ -297,4 +329,232 @@ int cl_reap_any(int *status) {
     pid_t r;
     do { r = waitpid(-1, status, WNOHANG); } while (r < 0 && errno == EINTR);
     return r < 0 ? -errno : r;
+}
+
+// --- containers ------------------------------------------------------------------------------
+
+enum { ST_READY = 0, ST_MOUNT_PRIVATE, ST_BIND_ROOT, ST_MOUNT, ST_DEVICE, ST_MASK, ST_READONLY_PATH,
+       ST_READONLY_ROOT, ST_MOVE_ROOT, ST_CHROOT, ST_HOSTNAME, ST_GROUPS, ST_GID, ST_UID, ST_CWD, ST_STDIO,
+       ST_WAIT_START, ST_EXEC, ST_COUNT };
+
+static const char *const container_stages[ST_COUNT] = {
+    "ready", "make / private", "bind rootfs", "mount", "device", "mask path", "readonly path",
+    "readonly rootfs", "move rootfs to /", "chroot", "sethostname", "setgroups", "setgid", "setuid",
+    "chdir to cwd", "stdio", "wait for start", "exec",
+};
+
+struct container_child {
+    const cl_container_config *c;
+    int report_fd;   // write end, CLOEXEC
+    int start_fd;    // read end
+    int start_write; // the parent's end: closed here, so that closing it in the parent aborts
+};
+
+// path = root + rel, in buf (rel absolute). Returns buf or NULL when too long.
+static char *join(char *buf, size_t size, const char *root, const char *rel) {
+    size_t a = strlen(root), b = strlen(rel);
+    if (a + b + 1 > size) return NULL;
+    memcpy(buf, root, a);
+    memcpy(buf + a, rel, b + 1);
+    return buf;
+}
+
+// mkdir -p of path (or of its parent, then an empty file, when as_file).
+static int make_path(char *path, int as_file) {
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(path, 0755) < 0 && errno != EEXIST) { *p = '/'; return -1; }
+        *p = '/';
+    }
+    if (as_file) {
+        int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+        if (fd < 0 && errno != EEXIST && errno != EISDIR) return -1;
+        if (fd >= 0) close(fd);
+        return 0;
+    }
+    return (mkdir(path, 0755) < 0 && errno != EEXIST) ? -1 : 0;
+}
+
+static void report(int fd, int stage, int err) {
+    int rec[2] = { stage, err };
+    (void)!write(fd, rec, sizeof rec);
+}
+
+static int exec_in_path(char *const argv[], char *const envp[]) {
+    const char *file = argv[0];
+    if (strchr(file, '/')) return execve(file, argv, envp);
+    const char *path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    for (char *const *e = envp; e && *e; e++) {
+        if (strncmp(*e, "PATH=", 5) == 0) { path = *e + 5; break; }
+    }
+    int saved = ENOENT;
+    char buf[4096];
+    while (*path) {
+        const char *end = strchr(path, ':');
+        size_t n = end ? (size_t)(end - path) : strlen(path);
+        if (n + strlen(file) + 2 < sizeof buf) {
+            memcpy(buf, path, n);
+            buf[n] = '/';
+            strcpy(buf + n + 1, file);
+            execve(buf, argv, envp);
+            if (errno != ENOENT && errno != ENOTDIR) saved = errno;
+        }
+        if (!end) break;
+        path = end + 1;
+    }
+    errno = saved;
+    return -1;
+}
+
+// The cloned child: async-signal-safe calls only.
+static int container_main(void *arg) {
+    struct container_child *k = arg;
+    const cl_container_config *c = k->c;
+    char buf[4096];
+    int stage;
+    close(k->start_write);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int s = 1; s < NSIG; s++) {
+        if (s == SIGKILL || s == SIGSTOP) continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = SIG_DFL;
+        sigaction(s, &sa, NULL);
+    }
+    stage = ST_MOUNT_PRIVATE;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) goto fail;
+    stage = ST_BIND_ROOT;
+    if (mount(c->rootfs, c->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) goto fail;
+    stage = ST_MOUNT;
+    for (int i = 0; i < c->n_mounts; i++) {
+        const cl_mount_spec *m = &c->mounts[i];
+        if (!join(buf, sizeof buf, c->rootfs, m->target)) { errno = ENAMETOOLONG; goto fail; }
+        struct stat st;
+        int file = (m->flags & MS_BIND) && m->source && stat(m->source, &st) == 0 && !S_ISDIR(st.st_mode);
+        if (make_path(buf, file) < 0) goto fail;
+        if (mount(m->source, buf, m->fstype, m->flags & ~(unsigned long)MS_RDONLY, m->data) < 0) goto fail;
+        if ((m->flags & MS_BIND) && (m->flags & MS_RDONLY) &&
+            mount(NULL, buf, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | (m->flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)), NULL) < 0)
+            goto fail;
+    }
+    stage = ST_DEVICE;
+    for (int i = 0; i < c->n_devices; i++) {
+        if (!join(buf, sizeof buf, c->rootfs, c->devices[i])) { errno = ENAMETOOLONG; goto fail; }
+        if (make_path(buf, 1) < 0) goto fail;
+        if (mount(c->devices[i], buf, NULL, MS_BIND, NULL) < 0) goto fail;
+    }
+    stage = ST_MASK;
+    for (int i = 0; i < c->n_masked; i++) {
+        struct stat st;
+        if (!join(buf, sizeof buf, c->rootfs, c->masked[i])) continue;
+        if (stat(buf, &st) < 0) continue;  // nothing to hide
+        int r = S_ISDIR(st.st_mode) ? mount("tmpfs", buf, "tmpfs", MS_RDONLY, "size=0")
+                                    : mount("/dev/null", buf, NULL, MS_BIND, NULL);
+        if (r < 0) goto fail;
+    }
+    stage = ST_READONLY_PATH;
+    for (int i = 0; i < c->n_readonly; i++) {
+        struct stat st;
+        if (!join(buf, sizeof buf, c->rootfs, c->readonly[i])) continue;
+        if (stat(buf, &st) < 0) continue;
+        if (mount(buf, buf, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+            mount(NULL, buf, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) < 0) goto fail;
+    }
+    if (c->readonly_root) {
+        stage = ST_READONLY_ROOT;
+        if (mount(NULL, c->rootfs, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) < 0) goto fail;
+    }
+    // The guest root is the initramfs, where pivot_root is refused: move the container root
+    // over / in this mount namespace and chroot into it (runc's no-pivot path).
+    stage = ST_MOVE_ROOT;
+    if (chdir(c->rootfs) < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0) goto fail;
+    stage = ST_CHROOT;
+    if (chroot(".") < 0 || chdir("/") < 0) goto fail;
+    if (c->hostname) {
+        stage = ST_HOSTNAME;
+        if (sethostname(c->hostname, strlen(c->hostname)) < 0) goto fail;
+    }
+    stage = ST_GROUPS;
+    if (setgroups((size_t)c->n_groups, (const gid_t *)c->groups) < 0) goto fail;
+    stage = ST_GID;
+    if (setresgid(c->gid, c->gid, c->gid) < 0) goto fail;
+    stage = ST_UID;
+    if (setresuid(c->uid, c->uid, c->uid) < 0) goto fail;
+    stage = ST_CWD;
+    if (chdir(c->cwd && *c->cwd ? c->cwd : "/") < 0) goto fail;
+    stage = ST_STDIO;
+    {
+        int src[3];
+        for (int i = 0; i < 3; i++) {
+            int fd = c->stdio[i] >= 0 ? c->stdio[i] : open("/dev/null", O_RDWR | O_CLOEXEC);
+            if (fd < 0) goto fail;
+            src[i] = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+            if (src[i] < 0) goto fail;
+        }
+        for (int i = 0; i < 3; i++) if (dup2(src[i], i) < 0) goto fail;
+        // Only 0-2 survive exec (the report and start pipes are CLOEXEC already).
+        syscall(SYS_close_range, 3U, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */);
+    }
+    report(k->report_fd, ST_READY, 0);
+    stage = ST_WAIT_START;
+    {
+        char go;
+        ssize_t n;
+        do { n = read(k->start_fd, &go, 1); } while (n < 0 && errno == EINTR);
+        if (n != 1) _exit(0);  // the container was removed before it started
+    }
+    exec_in_path(c->argv, c->envp);
+    stage = ST_EXEC;
+fail:
+    report(k->report_fd, stage, errno);
+    _exit(127);
+}
+
+int cl_container_create(const cl_container_config *c, pid_t *pid, int *start_fd, int *status_fd, const char **failed_stage) {
+    int report[2], start[2];
+    if (pipe2(report, O_CLOEXEC) < 0) return -errno;
+    if (pipe2(start, O_CLOEXEC) < 0) { int e = errno; close(report[0]); close(report[1]); return -e; }
+    size_t stack_size = 256 * 1024;
+    char *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) { int e = errno; close(report[0]); close(report[1]); close(start[0]); close(start[1]); return -e; }
+    struct container_child k = { c, report[1], start[0], start[1] };
+    // No CLONE_VM: the child gets a copy of this address space, as with fork.
+    pid_t child = clone(container_main, stack + stack_size, c->clone_flags | SIGCHLD, &k);
+    int e = errno;
+    munmap(stack, stack_size);
+    close(report[1]);
+    close(start[0]);
+    if (child < 0) { close(report[0]); close(start[1]); return -e; }
+    int rec[2];
+    ssize_t n;
+    do { n = read(report[0], rec, sizeof rec); } while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)sizeof rec && rec[0] == ST_READY) {
+        *pid = child;
+        *start_fd = start[1];
+        *status_fd = report[0];
+        return 0;
+    }
+    close(start[1]);
+    close(report[0]);
+    int status;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
+    if (n == (ssize_t)sizeof rec) {
+        if (failed_stage) *failed_stage = container_stages[rec[0] >= 0 && rec[0] < ST_COUNT ? rec[0] : ST_EXEC];
+        return -(rec[1] ? rec[1] : EIO);
+    }
+    if (failed_stage) *failed_stage = "clone";
+    return -EIO;
+}
+
+int cl_container_exec_result(int status_fd, int *err, const char **stage) {
+    int rec[2];
+    ssize_t n = read(status_fd, rec, sizeof rec);
+    if (n < 0) return errno == EAGAIN ? -EAGAIN : -errno;
+    if (n == 0) return 0;
+    *err = rec[1];
+    *stage = container_stages[rec[0] >= 0 && rec[0] < ST_COUNT ? rec[0] : ST_EXEC];
+    return 1;
 }

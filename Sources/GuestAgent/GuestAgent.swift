@@ -13,12 +13,15 @@ public final class GuestAgent: Sendable {
     private let log: Logger
     private let server: TTRPCServer
     public let sandbox: SandboxService
+    public let containers: ContainerService
 
-    public init(log: Logger, powerOff: @escaping @Sendable (String) -> Void) {
+    public init(log: Logger, reaper: Reaper, powerOff: @escaping @Sendable (String) -> Void) {
         self.log = log
         self.server = TTRPCServer()
         self.sandbox = SandboxService(log: log, powerOff: powerOff)
+        self.containers = ContainerService(log: log, reaper: reaper)
         sandbox.register(on: server)
+        containers.register(on: server)
     }
 
     /// The vsock port the agent listens on when the channel is vsock (Kata's default).

@@ -18,6 +18,7 @@ public final class Reaper: Sendable {
     }
 
     private let signalFD: CInt
+    private let wakeFD: CInt
     private let log: Logger
     private let state = Mutex(State())
     private let onTerminate: @Sendable () -> Void
@@ -33,13 +34,24 @@ public final class Reaper: Sendable {
     /// Starts reaping on `signalFD` (from `blockSignals()`). SIGTERM/SIGINT call `onTerminate`.
     public init(signalFD: CInt, log: Logger, reactor: Reactor = .shared, onTerminate: @escaping @Sendable () -> Void) {
         self.signalFD = signalFD
+        self.wakeFD = cl_eventfd()
         self.log = log
         self.onTerminate = onTerminate
+        // Two paths for the same signals: the signalfd (signal pending because every thread
+        // blocks it) and handlers writing to an eventfd (delivered to a thread that does not:
+        // Swift's runtime leaves the main thread unmasked, where SIGCHLD would be discarded).
+        let installed = cl_signal_wakeup_install(wakeFD)
+        if installed < 0 { log.error("reaper: cannot install signal handlers", ("errno", String(-installed))) }
         do {
             let reg = try reactor.register(signalFD, interest: .readable) { [self] _ in drain() }
+            _ = try reactor.register(wakeFD, interest: .readable) { [self] _ in
+                _ = cl_eventfd_drain(wakeFD)
+                if cl_signal_take_terminate() != 0 { onTerminate() }
+                drain()
+            }
             state.withLock { $0.registration = reg }
         } catch {
-            log.error("reaper: cannot watch signalfd", ("error", "\(error)"))
+            log.error("reaper: cannot watch signals", ("error", "\(error)"))
         }
         drain()
     }

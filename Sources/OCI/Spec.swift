@@ -1,10 +1,9 @@
-import FoundationEssentials
-
 /// The OCI runtime spec (`config.json`, runtime-spec 1.0/1.1) as Swift values: what the shim
 /// reads from the bundle and what the agent applies in the guest.
 ///
 /// Decoding is lenient the way runc is: unknown keys are ignored, every optional member of the
-/// spec is optional here. Plain values, `Sendable`.
+/// spec is optional here. Plain values, `Sendable`. JSON is handled by the module's own codec
+/// (no Foundation: the guest agent links this).
 public struct Spec: Codable, Sendable, Hashable {
     public var ociVersion: String
     public var process: Process?
@@ -143,7 +142,7 @@ public struct SpecError: Error, Hashable, Sendable, CustomStringConvertible {
 
 func decodeJSON<T: Decodable>(_: T.Type, _ json: [UInt8]) throws(SpecError) -> T {
     do {
-        return try JSONDecoder().decode(T.self, from: Data(json))
+        return try JSONValueDecoder.decode(T.self, from: json)
     } catch let DecodingError.typeMismatch(_, context) {
         throw SpecError(message: "invalid OCI spec: \(path(context)): \(context.debugDescription)")
     } catch let DecodingError.keyNotFound(key, context) {
@@ -158,10 +157,7 @@ func decodeJSON<T: Decodable>(_: T.Type, _ json: [UInt8]) throws(SpecError) -> T
 }
 
 func encodeJSON<T: Encodable>(_ value: T) -> [UInt8] {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys]
-    // Encoding plain Codable structs of strings and numbers cannot fail.
-    return (try? [UInt8](encoder.encode(value))) ?? []
+    JSONValueEncoder.encode(value)
 }
 
 private func path(_ context: DecodingError.Context, _ key: (any CodingKey)? = nil) -> String {

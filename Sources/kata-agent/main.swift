@@ -42,8 +42,8 @@ struct KataAgent {
                 GuestInit.powerOff(log, reason: "init failure")
             }
         }
-        _ = Reaper(signalFD: signals, log: log) { powerOff("SIGTERM") }
-        let agent = GuestAgent(log: log, powerOff: powerOff)
+        let reaper = Reaper(signalFD: signals, log: log) { powerOff("SIGTERM") }
+        let agent = GuestAgent(log: log, reaper: reaper, powerOff: powerOff)
         // The rest of the modules (9p, vsock, net, blk, overlay…) load while the agent already
         // answers Health; sandbox RPCs wait for them.
         let pending = background
