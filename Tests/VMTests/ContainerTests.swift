@@ -44,6 +44,15 @@ import Testing
         return Result(stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self), status: status)
     }
 
+    static func runBytes(_ agent: AgentClient, _ id: String, _ spec: [UInt8]) async throws -> (stdout: [UInt8], status: Int32) {
+        try await agent.createContainer(id, spec: spec)
+        try await agent.startContainer(id)
+        let out = try await agent.readAll(id)
+        let status = try await agent.waitProcess(id)
+        try await agent.removeContainer(id)
+        return (out, status)
+    }
+
     @Test func containersRunInTheGuest() async throws {
         let rootfs = repositoryRoot + "/build/rootfs/busybox"
         #expect(access(rootfs + "/bin/busybox", X_OK) == 0, "\(rootfs) missing: run `make rootfs` (part of `make test`)")
@@ -71,6 +80,23 @@ import Testing
             // The read-only rootfs refuses writes.
             let ro = try await Self.run(agent, "ro", Self.spec(["sh", "-c", "touch /x"]))
             #expect(ro.status == 1 && ro.stderr.contains("Read-only file system"), "\(ro)")
+
+            // stdin round trip through cat, EOF by CloseStdin.
+            try await agent.createContainer("cat", spec: Self.spec(["cat"]))
+            try await agent.startContainer("cat")
+            let input = Array("line one\nline two\n".utf8) + [0x00, 0xff, 0x7f]
+            #expect(try await agent.writeStdin("cat", input) == UInt32(input.count))
+            try await agent.closeStdin("cat")
+            #expect(try await agent.readAll("cat") == input)
+            #expect(try await agent.waitProcess("cat") == 0)
+            try await agent.removeContainer("cat")
+
+            // A 10 MiB burst written right before exit arrives complete and byte-exact.
+            let burst = try await Self.runBytes(agent, "burst", Self.spec(["sh", "-c", "yes abcdefgh | head -c 10485760; exit 7"]))
+            #expect(burst.status == 7)
+            #expect(burst.stdout.count == 10 << 20)
+            let line = Array("abcdefgh\n".utf8)
+            #expect(burst.stdout.enumerated().allSatisfy { $0.element == line[$0.offset % line.count] }, "burst bytes differ")
 
             // A missing binary fails fast with 127.
             let started = ContinuousClock.now
