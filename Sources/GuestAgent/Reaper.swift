@@ -57,14 +57,12 @@ public final class Reaper: Sendable {
     }
 
     private func drain() {
-        var sawChild = false
         while true {
             let sig = cl_signalfd_read(signalFD)
             if sig <= 0 { break }
-            if sig == SIGCHLD { sawChild = true } else if sig == SIGTERM || sig == SIGINT { onTerminate() }
+            if sig == SIGTERM || sig == SIGINT { onTerminate() }
         }
-        // Reap even without a signal: several exits can share one SIGCHLD.
-        _ = sawChild
+        // Reap until nothing is left, whatever woke us: several exits can share one SIGCHLD.
         while true {
             var raw: Int32 = 0
             let pid = cl_reap_any(&raw)
