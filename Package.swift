@@ -37,7 +37,7 @@ var targets: [Target] = [
     .testTarget(name: "SystemKitTests", dependencies: ["SystemKit"], swiftSettings: strict),
     .testTarget(name: "OCITests", dependencies: ["OCI", "SystemKit"], exclude: ["Fixtures"], swiftSettings: strict),
     .testTarget(name: "GuestAgentTests", dependencies: ["GuestAgent", "SystemKit"], swiftSettings: strict),
-    .testTarget(name: "VMTests", dependencies: ["QEMU", "AgentClient", "Protocols", "SystemKit", "TTRPC", "OCI"],
+    .testTarget(name: "VMTests", dependencies: ["QEMU", "AgentClient", "Protocols", "SystemKit", "TTRPC", "OCI", "TestSupport"],
                 swiftSettings: strict),
     .testTarget(name: "TTRPCTests", dependencies: ["TTRPC", "SystemKit", "Protocols", "EchoService", "TestSupport"],
                 swiftSettings: strict),

@@ -5,6 +5,7 @@ import EchoService
 import Protocols
 import SystemKit
 import TTRPC
+import TestSupport
 import Testing
 
 /// Against the reference implementation: containerd's Go ttRPC (Debian's
@@ -40,7 +41,7 @@ import Testing
 
     /// The Go echo server as a child process, stopped (SIGTERM, then reaped) by `stop()`.
     struct GoServer {
-        let dir = TempDir()
+        let dir = TempDir("ttrpc-test")
         let child: ChildProcess
         var socket: String { dir.file("go.sock") }
 

@@ -4,6 +4,7 @@ import Glibc
 import Protocols
 import SystemKit
 import TTRPC
+import TestSupport
 import Testing
 
 @Suite struct ServerLifecycleTests {

@@ -5,36 +5,12 @@ import EchoService
 import Protocols
 import SystemKit
 import TTRPC
+import TestSupport
 import Testing
-
-/// A private temporary directory, removed (with its contents) by `remove()`.
-struct TempDir: Sendable {
-    let path: String
-
-    init() {
-        var template = Array("/tmp/ttrpc-test-XXXXXX".utf8CString)
-        let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        precondition(p != nil, "mkdtemp failed")
-        path = String(cString: p!)
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    func remove() {
-        if let dir = opendir(path) {
-            while let e = readdir(dir) {
-                let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-                if name != "." && name != ".." { unlink(file(name)) }
-            }
-            closedir(dir)
-        }
-        rmdir(path)
-    }
-}
 
 /// An echo server on a fresh socket, torn down by `stop()`.
 struct EchoServerFixture {
-    let dir = TempDir()
+    let dir = TempDir("ttrpc-test")
     let server: TTRPCServer
     var socket: String { dir.file("echo.sock") }
 
@@ -171,22 +147,6 @@ func residentMiB() -> Double {
         }
     }
     return Double(resident) * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
-}
-
-/// The repository root (tests locate built helper binaries from it).
-let repositoryRoot: String = {
-    var path = #filePath
-    for _ in 0..<3 { path = String(path[..<path.lastIndex(of: "/")!]) }
-    return path
-}()
-
-/// Waits until `path` exists (a peer process creating its socket).
-func waitForFile(_ path: String, timeout: Duration = .seconds(10)) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while access(path, F_OK) != 0 {
-        guard ContinuousClock.now < deadline else { throw TTRPCError(.deadlineExceeded, "\(path) did not appear within \(timeout)") }
-        try await Task.sleep(for: .milliseconds(10))
-    }
 }
 
 /// Where each open descriptor points, for failure messages.

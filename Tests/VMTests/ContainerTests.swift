@@ -7,6 +7,7 @@ import Protocols
 import QEMU
 import SystemKit
 import TTRPC
+import TestSupport
 import Testing
 
 /// Containers in the guest through the agent API alone: one VM, many containers, each from

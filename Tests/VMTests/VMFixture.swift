@@ -4,51 +4,10 @@ import Glibc
 import AgentClient
 import QEMU
 import SystemKit
+import TestSupport
 import Testing
 
-/// The repository root (tests find build/guest from it).
-let repositoryRoot: String = {
-    var path = #filePath
-    for _ in 0..<3 { path = String(path[..<path.lastIndex(of: "/")!]) }
-    return path
-}()
-
 let guestDir = repositoryRoot + "/build/guest"
-
-/// A private runtime directory, removed recursively by `remove()`.
-struct RuntimeDir: Sendable {
-    let path: String
-
-    init(_ prefix: String = "vmtest") {
-        var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
-        let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        precondition(p != nil, "mkdtemp failed")
-        path = String(cString: p!)
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    func remove() { Self.removeTree(path) }
-
-    static func removeTree(_ path: String) {
-        if let dir = opendir(path) {
-            var names: [String] = []
-            while let e = readdir(dir) {
-                let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                if name != "." && name != ".." { names.append(name) }
-            }
-            closedir(dir)
-            for n in names {
-                let child = path + "/" + n
-                var st = stat()
-                if lstat(child, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR { removeTree(child) } else { unlink(child) }
-            }
-        }
-        rmdir(path)
-    }
-
-    var exists: Bool { access(path, F_OK) == 0 }
-}
 
 /// Fails the test with a clear message when the guest image has not been built.
 func requireImage() throws {
@@ -61,7 +20,7 @@ func requireImage() throws {
 /// One booted sandbox VM: QEMU, its QMP monitor and the agent, all in a private directory.
 final class VM: @unchecked Sendable {
     // Mutated only by the owning test task.
-    let dir: RuntimeDir
+    let dir: TempDir
     let qemu: QEMUProcess
     var qmp: QMPClient?
     var agent: AgentClient?
@@ -69,7 +28,7 @@ final class VM: @unchecked Sendable {
     var console: String { dir.file("console.log") }
     var agentSocket: String { dir.file("agent.sock") }
 
-    static func configuration(_ dir: RuntimeDir, initrd: String = guestDir + "/initramfs.cpio",
+    static func configuration(_ dir: TempDir, initrd: String = guestDir + "/initramfs.cpio",
                               shares: [QEMUConfiguration.SharedDirectory] = []) -> QEMUConfiguration {
         var c = QEMUConfiguration(kernel: guestDir + "/vmlinux", initrd: initrd,
                                   agent: .virtioSerial(socketPath: dir.file("agent.sock")), qmpSocket: dir.file("qmp.sock"))
@@ -81,7 +40,7 @@ final class VM: @unchecked Sendable {
     }
 
     /// Launches QEMU; with `boot`, also connects QMP and waits for the agent.
-    init(shares: [QEMUConfiguration.SharedDirectory] = [], boot: Bool = true, dir: RuntimeDir = RuntimeDir()) async throws {
+    init(shares: [QEMUConfiguration.SharedDirectory] = [], boot: Bool = true, dir: TempDir = TempDir("vmtest")) async throws {
         try requireImage()
         ignoreSIGPIPE()
         self.dir = dir

@@ -6,6 +6,7 @@ import Protocols
 import QEMU
 import SystemKit
 import TTRPC
+import TestSupport
 import Testing
 
 /// Real QEMU under TCG, the real guest image, the real agent.
@@ -14,7 +15,7 @@ import Testing
     /// agent surviving a reconnect, CreateSandbox with a 9p share whose file the guest reads,
     /// DestroySandbox powering off with status 0, and nothing left behind.
     @Test func bootShareDestroyAndNothingLeft() async throws {
-        let shared = RuntimeDir("vmshare")
+        let shared = TempDir("vmshare")
         let message = Array("written by the host at \(ContinuousClock.now)\n".utf8)
         let fd = open(shared.file("hello.txt"), O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         #expect(write(fd, message, message.count) == message.count)
@@ -140,7 +141,7 @@ import Testing
 
     @Test func badPathsAreNamedAndNothingIsLeft() async throws {
         try requireImage()
-        let dir = RuntimeDir()
+        let dir = TempDir("vmtest")
         defer { dir.remove() }
         var c = VM.configuration(dir)
         c.kernel = "/nonexistent/vmlinux"
@@ -161,7 +162,7 @@ import Testing
     @Test func dialTimeoutIncludesTheGuestConsole() async throws {
         // An initrd whose init is not an agent: the dial times out and quotes the console.
         try requireImage()
-        let dir = RuntimeDir()
+        let dir = TempDir("vmtest")
         var c = VM.configuration(dir, initrd: guestDir + "/floor.cpio")
         c.kernelParameters = ["loglevel=4"]
         let qemu = try await QEMUProcess.launch(c, stderrPath: dir.file("qemu.log"))
@@ -181,7 +182,7 @@ import Testing
 @Suite(.serialized) struct VMFailureTests {
     @Test func agentPowersOffWhenItsChannelNeverAppears() async throws {
         try requireImage()
-        let dir = RuntimeDir()
+        let dir = TempDir("vmtest")
         var c = VM.configuration(dir)
         c.kernelParameters = ["agent.channel=no.such.port", "agent.channel_timeout=1"]
         let qemu = try await QEMUProcess.launch(c, stderrPath: dir.file("qemu.log"))
@@ -195,7 +196,7 @@ import Testing
 
     @Test func qemuRefusingItsConfigurationIsReportedWithItsOwnWords() async throws {
         try requireImage()
-        let dir = RuntimeDir()
+        let dir = TempDir("vmtest")
         // This host has no /dev/vhost-vsock: QEMU itself refuses and exits.
         var c = VM.configuration(dir)
         c.agent = .vsock(guestCID: 3)
@@ -208,7 +209,7 @@ import Testing
 
     @Test func imageIsReproducible() async throws {
         try requireImage()
-        let dir = RuntimeDir("image")
+        let dir = TempDir("image")
         let child = try await ChildProcess.spawn("/usr/bin/python3", [
             repositoryRoot + "/packaging/guest/build-image.py", "--kernel-deb", guestDir + "/cache/kernel.deb",
             "--init", repositoryRoot + "/.build/release/kata-agent", "--out", dir.path])
