@@ -1,3 +1,5 @@
+import JSON
+
 /// The OCI runtime spec (`config.json`, runtime-spec 1.0/1.1) as Swift values: what the shim
 /// reads from the bundle and what the agent applies in the guest.
 ///

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import FoundationEssentials
+import JSON
 import Synchronization
 import SystemKit
 
@@ -96,14 +96,12 @@ public final class QMPClient: Sendable {
             s.nextID += 1
             return id
         }
-        var message: JSONValue = ["execute": .string(command), "id": .number(Double(id))]
+        var message: JSONValue = ["execute": .string(command), "id": JSONValue(id)]
         if let arguments, case .object(var o) = message {
             o["arguments"] = arguments
             message = .object(o)
         }
-        var line = try JSONEncoder().encode(message)
-        line.append(0x0a)
-        let bytes = [UInt8](line)
+        let bytes = message.serialized() + [0x0a]
         return try await withTimeout(timeout, "waiting for \(command)") {
             try await withCheckedThrowingContinuation { (cont: CheckedContinuation<JSONValue, any Error>) in
                 let closed = self.state.withLock { s -> Bool in
@@ -250,7 +248,7 @@ public final class QMPClient: Sendable {
             while let nl = s.buffer.firstIndex(of: 0x0a) {
                 let line = Array(s.buffer[..<nl])
                 s.buffer.removeFirst(nl + 1)
-                if let v = try? JSONDecoder().decode(JSONValue.self, from: Data(line)) { messages.append(v) }
+                if let v = try? JSONValue(parsing: line) { messages.append(v) }
             }
         }
         for m in messages { dispatch(m) }

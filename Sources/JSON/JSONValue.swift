@@ -1,26 +1,41 @@
-/// A parsed JSON value. The OCI module's own JSON (RFC 8259) so that the guest agent, which
-/// decodes every container's spec, does not link Foundation (+7 MiB of initramfs, measured as
-/// +0.35 s of boot under TCG).
-enum JSON: Equatable {
+/// Any JSON value (RFC 8259): the project's one JSON representation, used for OCI specs and
+/// QMP messages. Foundation-free on purpose: the guest agent decodes every container's spec,
+/// and linking FoundationEssentials cost +7 MiB of initramfs, measured as +0.35 s of boot
+/// under TCG. A plain `Sendable` value.
+public enum JSONValue: Sendable, Hashable, CustomStringConvertible {
     case null
     case bool(Bool)
-    /// The number's text, validated; converted on decode to the exact type asked for.
+    /// The number's text, validated; converted on use to the exact type asked for.
     case number(String)
     case string(String)
-    case array([JSON])
-    case object([(String, JSON)])
+    case array([JSONValue])
+    /// Duplicate keys: the last one wins, as in most parsers.
+    case object([String: JSONValue])
 
-    static func == (a: JSON, b: JSON) -> Bool {
-        switch (a, b) {
-        case (.null, .null): return true
-        case (.bool(let x), .bool(let y)): return x == y
-        case (.number(let x), .number(let y)): return x == y
-        case (.string(let x), .string(let y)): return x == y
-        case (.array(let x), .array(let y)): return x == y
-        case (.object(let x), .object(let y)): return x.count == y.count && zip(x, y).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
-        default: return false
-        }
+    /// A number from an integer.
+    public init<I: BinaryInteger>(_ value: I) { self = .number(String(value)) }
+
+    /// Parses JSON text.
+    public init(parsing bytes: [UInt8]) throws(JSONParseError) {
+        self = try JSONParser.parse(bytes)
     }
+
+    public subscript(key: String) -> JSONValue? {
+        if case .object(let o) = self { return o[key] }
+        return nil
+    }
+
+    public var string: String? { if case .string(let s) = self { return s }; return nil }
+    public var bool: Bool? { if case .bool(let b) = self { return b }; return nil }
+    public var array: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
+    public var int: Int? {
+        guard case .number(let n) = self else { return nil }
+        return Int(n) ?? Double(n).flatMap { $0 == $0.rounded() ? Int(exactly: $0) : nil }
+    }
+    public var double: Double? { if case .number(let n) = self { return Double(n) }; return nil }
+
+    /// Compact JSON text (object keys sorted).
+    public var description: String { String(decoding: serialized(), as: UTF8.self) }
 
     var kind: String {
         switch self {
@@ -34,7 +49,7 @@ enum JSON: Equatable {
     }
 
     /// Compact serialisation with object keys sorted (deterministic bytes).
-    func serialized() -> [UInt8] {
+    public func serialized() -> [UInt8] {
         var out: [UInt8] = []
         write(to: &out)
         return out
@@ -55,11 +70,11 @@ enum JSON: Equatable {
             out.append(0x5d)
         case .object(let o):
             out.append(0x7b)
-            for (i, kv) in o.sorted(by: { $0.0 < $1.0 }).enumerated() {
+            for (i, kv) in o.sorted(by: { $0.key < $1.key }).enumerated() {
                 if i > 0 { out.append(0x2c) }
-                Self.writeString(kv.0, &out)
+                Self.writeString(kv.key, &out)
                 out.append(0x3a)
-                kv.1.write(to: &out)
+                kv.value.write(to: &out)
             }
             out.append(0x7d)
         }
@@ -84,15 +99,33 @@ enum JSON: Equatable {
     }
 }
 
+extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
+                     ExpressibleByDictionaryLiteral, ExpressibleByArrayLiteral, ExpressibleByNilLiteral {
+    public init(stringLiteral v: String) { self = .string(v) }
+    public init(integerLiteral v: Int) { self = .number(String(v)) }
+    public init(booleanLiteral v: Bool) { self = .bool(v) }
+    public init(nilLiteral: ()) { self = .null }
+    public init(dictionaryLiteral elements: (String, JSONValue)...) {
+        self = .object(Dictionary(elements, uniquingKeysWith: { $1 }))
+    }
+    public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
+}
+
+/// Malformed JSON text: what was expected, at which byte offset.
+public struct JSONParseError: Error, Hashable, Sendable, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
 /// Parses JSON text; errors say what was expected at which byte offset.
 struct JSONParser {
-    struct Failure: Error { let message: String }
+    typealias Failure = JSONParseError
 
     private let bytes: [UInt8]
     private var i = 0
     private var depth = 0
 
-    static func parse(_ bytes: [UInt8]) throws(Failure) -> JSON {
+    static func parse(_ bytes: [UInt8]) throws(Failure) -> JSONValue {
         var p = JSONParser(bytes: bytes)
         p.skipSpace()
         let v = try p.value()
@@ -109,7 +142,7 @@ struct JSONParser {
         while i < bytes.count, [0x20, 0x09, 0x0a, 0x0d].contains(bytes[i]) { i += 1 }
     }
 
-    private mutating func value() throws(Failure) -> JSON {
+    private mutating func value() throws(Failure) -> JSONValue {
         guard i < bytes.count else { throw fail("unexpected end of input") }
         switch bytes[i] {
         case 0x7b: return try object()
@@ -134,11 +167,11 @@ struct JSONParser {
         if depth > 256 { throw fail("nesting too deep") }
     }
 
-    private mutating func object() throws(Failure) -> JSON {
+    private mutating func object() throws(Failure) -> JSONValue {
         try nest()
         defer { depth -= 1 }
         i += 1
-        var members: [(String, JSON)] = []
+        var members: [String: JSONValue] = [:]
         skipSpace()
         if i < bytes.count, bytes[i] == 0x7d { i += 1; return .object(members) }
         while true {
@@ -149,7 +182,7 @@ struct JSONParser {
             guard i < bytes.count, bytes[i] == 0x3a else { throw fail("expected ':'") }
             i += 1
             skipSpace()
-            members.append((key, try value()))
+            members[key] = try value()
             skipSpace()
             guard i < bytes.count else { throw fail("unterminated object") }
             if bytes[i] == 0x2c { i += 1; continue }
@@ -158,11 +191,11 @@ struct JSONParser {
         }
     }
 
-    private mutating func array() throws(Failure) -> JSON {
+    private mutating func array() throws(Failure) -> JSONValue {
         try nest()
         defer { depth -= 1 }
         i += 1
-        var items: [JSON] = []
+        var items: [JSONValue] = []
         skipSpace()
         if i < bytes.count, bytes[i] == 0x5d { i += 1; return .array(items) }
         while true {

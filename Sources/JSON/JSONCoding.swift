@@ -1,12 +1,17 @@
-/// `Decoder` and `Encoder` over `JSON`, for the spec's Codable types. Errors are the standard
-/// `DecodingError`s with coding paths, worded like Foundation's.
-struct JSONValueDecoder: Decoder {
-    let value: JSON
-    let codingPath: [any CodingKey]
-    var userInfo: [CodingUserInfoKey: Any] { [:] }
+/// Decodes Codable values from JSON text or a `JSONValue`. Errors are the standard
+/// `DecodingError`s with coding paths, worded like Foundation's; unknown keys are ignored.
+public struct JSONValueDecoder: Decoder {
+    let value: JSONValue
+    public let codingPath: [any CodingKey]
+    public var userInfo: [CodingUserInfoKey: Any] { [:] }
 
-    static func decode<T: Decodable>(_: T.Type, from bytes: [UInt8]) throws -> T {
-        let json: JSON
+    init(value: JSONValue, codingPath: [any CodingKey]) {
+        self.value = value
+        self.codingPath = codingPath
+    }
+
+    public static func decode<T: Decodable>(_: T.Type, from bytes: [UInt8]) throws -> T {
+        let json: JSONValue
         do {
             json = try JSONParser.parse(bytes)
         } catch {
@@ -15,19 +20,17 @@ struct JSONValueDecoder: Decoder {
         return try T(from: JSONValueDecoder(value: json, codingPath: []))
     }
 
-    func container<Key: CodingKey>(keyedBy _: Key.Type) throws -> KeyedDecodingContainer<Key> {
+    public func container<Key: CodingKey>(keyedBy _: Key.Type) throws -> KeyedDecodingContainer<Key> {
         guard case .object(let members) = value else { throw Self.mismatch([String: Int].self, value, codingPath) }
-        var dict: [String: JSON] = [:]
-        for (k, v) in members { dict[k] = v }
-        return KeyedDecodingContainer(Keyed<Key>(members: dict, codingPath: codingPath))
+        return KeyedDecodingContainer(Keyed<Key>(members: members, codingPath: codingPath))
     }
 
-    func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
+    public func unkeyedContainer() throws -> any UnkeyedDecodingContainer {
         guard case .array(let items) = value else { throw Self.mismatch([Int].self, value, codingPath) }
         return Unkeyed(items: items, codingPath: codingPath)
     }
 
-    func singleValueContainer() throws -> any SingleValueDecodingContainer {
+    public func singleValueContainer() throws -> any SingleValueDecodingContainer {
         Single(value: value, codingPath: codingPath)
     }
 
@@ -39,7 +42,7 @@ struct JSONValueDecoder: Decoder {
         init?(intValue: Int) { self.intValue = intValue }
     }
 
-    static func decodeValue<T: Decodable>(_: T.Type, _ value: JSON, _ path: [any CodingKey]) throws -> T {
+    static func decodeValue<T: Decodable>(_: T.Type, _ value: JSONValue, _ path: [any CodingKey]) throws -> T {
         switch T.self {
         case is String.Type:
             guard case .string(let s) = value else { throw mismatch(T.self, value, path) }
@@ -71,7 +74,7 @@ struct JSONValueDecoder: Decoder {
         return v
     }
 
-    static func mismatch(_ type: Any.Type, _ value: JSON, _ path: [any CodingKey]) -> DecodingError {
+    static func mismatch(_ type: Any.Type, _ value: JSONValue, _ path: [any CodingKey]) -> DecodingError {
         if case .null = value {
             return .valueNotFound(type, .init(codingPath: path, debugDescription: "Expected \(type) value but found null instead."))
         }
@@ -79,13 +82,13 @@ struct JSONValueDecoder: Decoder {
     }
 
     struct Keyed<Key: CodingKey>: KeyedDecodingContainerProtocol {
-        let members: [String: JSON]
+        let members: [String: JSONValue]
         let codingPath: [any CodingKey]
         var allKeys: [Key] { members.keys.compactMap { Key(stringValue: $0) } }
 
         func contains(_ key: Key) -> Bool { members[key.stringValue] != nil }
 
-        private func member(_ key: Key) throws -> JSON {
+        private func member(_ key: Key) throws -> JSONValue {
             guard let v = members[key.stringValue] else {
                 throw DecodingError.keyNotFound(key, .init(codingPath: codingPath, debugDescription: "No value associated with key \(key.stringValue)."))
             }
@@ -115,23 +118,23 @@ struct JSONValueDecoder: Decoder {
             try JSONValueDecoder(value: try member(key), codingPath: codingPath + [key]).unkeyedContainer()
         }
 
-        func superDecoder() throws -> any Decoder { JSONValueDecoder(value: .object(members.map { ($0.key, $0.value) }), codingPath: codingPath) }
+        func superDecoder() throws -> any Decoder { JSONValueDecoder(value: .object(members), codingPath: codingPath) }
         func superDecoder(forKey key: Key) throws -> any Decoder { JSONValueDecoder(value: try member(key), codingPath: codingPath + [key]) }
     }
 
     struct Unkeyed: UnkeyedDecodingContainer {
-        let items: [JSON]
+        let items: [JSONValue]
         let codingPath: [any CodingKey]
         var currentIndex = 0
         var count: Int? { items.count }
         var isAtEnd: Bool { currentIndex >= items.count }
 
-        init(items: [JSON], codingPath: [any CodingKey]) {
+        init(items: [JSONValue], codingPath: [any CodingKey]) {
             self.items = items
             self.codingPath = codingPath
         }
 
-        private mutating func next() throws -> (JSON, [any CodingKey]) {
+        private mutating func next() throws -> (JSONValue, [any CodingKey]) {
             guard !isAtEnd else {
                 throw DecodingError.valueNotFound(Any.self, .init(codingPath: codingPath + [Index(currentIndex)], debugDescription: "Unkeyed container is at end."))
             }
@@ -167,37 +170,39 @@ struct JSONValueDecoder: Decoder {
     }
 
     struct Single: SingleValueDecodingContainer {
-        let value: JSON
+        let value: JSONValue
         let codingPath: [any CodingKey]
         func decodeNil() -> Bool { if case .null = value { return true }; return false }
         func decode<T: Decodable>(_ type: T.Type) throws -> T { try JSONValueDecoder.decodeValue(T.self, value, codingPath) }
     }
 }
 
-/// Encodes Codable values into `JSON` (optionals that are nil are left out, like Foundation).
-final class JSONValueEncoder: Encoder {
-    var codingPath: [any CodingKey] = []
-    var userInfo: [CodingUserInfoKey: Any] { [:] }
+/// Encodes Codable values into `JSONValue` or JSON text (nil optionals are left out, like
+/// Foundation's encoder).
+public final class JSONValueEncoder: Encoder {
+    public var codingPath: [any CodingKey] = []
+    public var userInfo: [CodingUserInfoKey: Any] { [:] }
     fileprivate var result: Box = Box(.null)
 
     final class Box {
-        var value: JSON
+        var value: JSONValue
         var members: [(String, Box)]?
         var items: [Box]?
-        init(_ v: JSON) { value = v }
+        init(_ v: JSONValue) { value = v }
 
-        var json: JSON {
-            if let members { return .object(members.map { ($0.0, $0.1.json) }) }
+        var json: JSONValue {
+            if let members { return .object(Dictionary(members.map { ($0.0, $0.1.json) }, uniquingKeysWith: { $1 })) }
             if let items { return .array(items.map(\.json)) }
             return value
         }
     }
 
-    static func encode<T: Encodable>(_ value: T) -> [UInt8] {
+    /// JSON text for `value` (keys sorted); plain Codable structs cannot fail to encode.
+    public static func encode<T: Encodable>(_ value: T) -> [UInt8] {
         (try? json(value))?.serialized() ?? []
     }
 
-    static func json<T: Encodable>(_ value: T) throws -> JSON {
+    public static func json<T: Encodable>(_ value: T) throws -> JSONValue {
         let box = Box(.null)
         try encode(value, into: box)
         return box.json
@@ -217,17 +222,17 @@ final class JSONValueEncoder: Encoder {
         }
     }
 
-    func container<Key: CodingKey>(keyedBy _: Key.Type) -> KeyedEncodingContainer<Key> {
+    public func container<Key: CodingKey>(keyedBy _: Key.Type) -> KeyedEncodingContainer<Key> {
         if result.members == nil { result.members = [] }
         return KeyedEncodingContainer(Keyed<Key>(box: result, codingPath: codingPath))
     }
 
-    func unkeyedContainer() -> any UnkeyedEncodingContainer {
+    public func unkeyedContainer() -> any UnkeyedEncodingContainer {
         if result.items == nil { result.items = [] }
         return Unkeyed(box: result, codingPath: codingPath)
     }
 
-    func singleValueContainer() -> any SingleValueEncodingContainer { Single(box: result, codingPath: codingPath) }
+    public func singleValueContainer() -> any SingleValueEncodingContainer { Single(box: result, codingPath: codingPath) }
 
     struct Keyed<Key: CodingKey>: KeyedEncodingContainerProtocol {
         let box: Box
