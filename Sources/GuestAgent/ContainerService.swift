@@ -189,23 +189,23 @@ public final class ContainerService: Sendable {
 
         var pid: pid_t = 0, startFD: CInt = -1, statusFD: CInt = -1
         var stage: UnsafePointer<CChar>? = nil
-        let r = CStrings.with(args) { argv in
-            CStrings.with(process.env ?? []) { envp in
-                CStrings.with(Self.defaultDevices) { devices in
-                    CStrings.with(spec.linux?.maskedPaths ?? []) { masked in
-                        CStrings.with(spec.linux?.readonlyPaths ?? []) { readonly in
+        let r = CStringArray.with(args) { argv in
+            CStringArray.with(process.env ?? []) { envp in
+                CStringArray.with(Self.defaultDevices) { devices in
+                    CStringArray.with(spec.linux?.maskedPaths ?? []) { masked in
+                        CStringArray.with(spec.linux?.readonlyPaths ?? []) { readonly in
                             CMounts.with(mounts) { m, n in
                                 (process.user.additionalGids ?? []).withUnsafeBufferPointer { groups in
                                     rootfs.withCString { root in
                                         process.cwd.withCString { cwd in
-                                            CStrings.optional(spec.hostname) { hostname in
+                                            Self.withOptionalCString(spec.hostname) { hostname in
                                                 var config = cl_container_config(
                                                     rootfs: root, readonly_root: spec.root?.readonly == true ? 1 : 0,
                                                     clone_flags: flags, hostname: hostname, mounts: m, n_mounts: n,
-                                                    devices: devices.pointer, n_devices: devices.count,
-                                                    masked: masked.pointer, n_masked: masked.count,
-                                                    readonly: readonly.pointer, n_readonly: readonly.count,
-                                                    argv: argv.mutablePointer, envp: envp.mutablePointer, cwd: cwd,
+                                                    devices: devices.constPointer, n_devices: CInt(devices.count),
+                                                    masked: masked.constPointer, n_masked: CInt(masked.count),
+                                                    readonly: readonly.constPointer, n_readonly: CInt(readonly.count),
+                                                    argv: argv.pointer, envp: envp.pointer, cwd: cwd,
                                                     uid: process.user.uid, gid: process.user.gid,
                                                     groups: groups.baseAddress, n_groups: CInt(groups.count),
                                                     stdio: (stdinRead, stdoutWrite, stderrWrite))
@@ -275,6 +275,11 @@ public final class ContainerService: Sendable {
 
     private func pipe(_ id: String) throws -> DescriptorPair {
         do { return try FileDescriptor.pipe() } catch { throw TTRPCError(.internal, "container \(id): \(error)") }
+    }
+
+    private static func withOptionalCString<R>(_ s: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
+        guard let s else { return body(nil) }
+        return s.withCString { body($0) }
     }
 
     static func validID(_ id: String) -> Bool {
@@ -364,30 +369,6 @@ public final class ContainerService: Sendable {
             throw TTRPCError(.internal, "write stdin: \(Errno.current())")
         }
         return UInt32(offset)
-    }
-}
-
-/// NULL-terminated C string arrays for the duration of a call.
-enum CStrings {
-    struct Array {
-        let pointer: UnsafePointer<UnsafePointer<CChar>?>?
-        let mutablePointer: UnsafePointer<UnsafeMutablePointer<CChar>?>?
-        let count: CInt
-    }
-
-    static func with<R>(_ strings: [String], _ body: (Array) -> R) -> R {
-        let copies: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) } + [nil]
-        defer { for c in copies { free(c) } }
-        return copies.withUnsafeBufferPointer { buf in
-            buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: buf.count) { p in
-                body(Array(pointer: p, mutablePointer: buf.baseAddress, count: CInt(strings.count)))
-            }
-        }
-    }
-
-    static func optional<R>(_ s: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
-        guard let s else { return body(nil) }
-        return s.withCString { body($0) }
     }
 }
 

@@ -67,7 +67,7 @@ public final class Reaper: Sendable {
             var raw: Int32 = 0
             let pid = cl_reap_any(&raw)
             if pid <= 0 { break }
-            let status: ExitStatus = raw & 0x7f == 0 ? .exited((raw >> 8) & 0xff) : .signaled(raw & 0x7f)
+            let status = ExitStatus(waitStatus: raw)
             let waiters = state.withLock { s -> [CheckedContinuation<ExitStatus, Never>] in
                 if let w = s.waiters.removeValue(forKey: pid) { return w }
                 s.unclaimed[pid] = status

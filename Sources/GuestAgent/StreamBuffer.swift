@@ -81,29 +81,26 @@ final class StreamBuffer: Sendable {
                 return s.eof || s.closed ? [] : nil
             }
             if let out { return out }
-            await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
-                let ready = state.withLock { s -> Bool in
-                    if !s.data.isEmpty || s.eof || s.closed { return true }
-                    s.waiters.append(cont)
-                    return false
-                }
-                if ready { cont.resume() }
-            }
+            await waitForChange { !$0.data.isEmpty || $0.eof || $0.closed }
         }
     }
 
     /// Waits until the writer has closed and everything has been read into the buffer.
     func waitForEOF() async {
-        while true {
-            let done = state.withLock { $0.eof || $0.closed }
-            if done { return }
+        await waitForChange { $0.eof || $0.closed }
+    }
+
+    /// Suspends until `ready` holds for the state (checked under the lock, then after every
+    /// wake-up from `pull` or `closeFD`).
+    private func waitForChange(until ready: @escaping (State) -> Bool) async {
+        while !state.withLock({ ready($0) }) {
             await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
-                let ready = state.withLock { s -> Bool in
-                    if s.eof || s.closed { return true }
+                let now = state.withLock { s -> Bool in
+                    if ready(s) { return true }
                     s.waiters.append(cont)
                     return false
                 }
-                if ready { cont.resume() }
+                if now { cont.resume() }
             }
         }
     }

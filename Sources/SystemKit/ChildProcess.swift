@@ -17,7 +17,8 @@ public enum ExitStatus: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    init(waitStatus s: Int32) {
+    /// Decodes a waitpid(2) status.
+    public init(waitStatus s: Int32) {
         if s & 0x7f == 0 { self = .exited((s >> 8) & 0xff) } else { self = .signaled(s & 0x7f) }
     }
 
@@ -166,20 +167,34 @@ public final class ChildProcess: Sendable {
     }
 }
 
-/// A NULL-terminated `char *[]` for exec, freed explicitly.
-struct CStringArray {
-    let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
-    let count: Int
+/// A NULL-terminated `char *[]` for C calls (exec, the guest's container stage). Package-only:
+/// a thin layer for the C boundary, never part of a public API.
+package struct CStringArray {
+    package let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
+    package let count: Int
 
-    init(_ strings: [String]) {
+    /// The same array as `const char *const *`.
+    package var constPointer: UnsafePointer<UnsafePointer<CChar>?> {
+        UnsafeRawPointer(pointer).assumingMemoryBound(to: UnsafePointer<CChar>?.self)
+    }
+
+    /// Allocates copies; the caller must `free()` them.
+    package init(_ strings: [String]) {
         count = strings.count
         pointer = .allocate(capacity: strings.count + 1)
         for (i, s) in strings.enumerated() { pointer[i] = strdup(s) }
         pointer[strings.count] = nil
     }
 
-    func free() {
+    package func free() {
         for i in 0..<count { Glibc.free(pointer[i]) }
         pointer.deallocate()
+    }
+
+    /// Runs `body` with the array, freed afterwards.
+    package static func with<R>(_ strings: [String], _ body: (CStringArray) -> R) -> R {
+        let array = CStringArray(strings)
+        defer { array.free() }
+        return body(array)
     }
 }
