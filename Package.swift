@@ -11,6 +11,7 @@ var targets: [Target] = [
     .target(name: "CProtocols", dependencies: ["CProtobufC"],
             cSettings: [.headerSearchPath("include")]),
     .target(name: "CLinux", cSettings: [.define("_GNU_SOURCE")]),
+    .target(name: "CSeccomp", cSettings: [.define("_GNU_SOURCE")], linkerSettings: [.linkedLibrary("seccomp")]),
 
     // Swift libraries, dependencies pointing one way.
     .target(name: "SystemKit", dependencies: ["CLinux"], swiftSettings: strict),
@@ -21,7 +22,7 @@ var targets: [Target] = [
     .target(name: "QEMU", dependencies: ["SystemKit", "JSON"], swiftSettings: strict),
     .target(name: "OCI", dependencies: ["JSON"], swiftSettings: strict),
     .target(name: "AgentClient", dependencies: ["TTRPC", "Protocols", "SystemKit"], swiftSettings: strict),
-    .target(name: "GuestAgent", dependencies: ["SystemKit", "Protocols", "TTRPC", "CLinux", "OCI"], swiftSettings: strict),
+    .target(name: "GuestAgent", dependencies: ["SystemKit", "Protocols", "TTRPC", "CLinux", "CSeccomp", "OCI"], swiftSettings: strict),
     .target(name: "EchoService", dependencies: ["TTRPC", "Protocols"], swiftSettings: strict),
 
     // Executables.

@@ -181,6 +181,52 @@ public final class AgentClient: Sendable {
         _ = try await ttrpc.call(AgentAPI.AgentService.closeStdin, AgentAPI.CloseStdinRequest(containerID: id, execID: execID))
     }
 
+    /// Starts a process (runtime-spec `process` JSON) inside the running container `id`; it
+    /// joins the container's namespaces, cgroup and seccomp profile.
+    public func execProcess(_ id: String, execID: String, process json: [UInt8], timeout: Duration = .seconds(10)) async throws {
+        _ = try await ttrpc.call(AgentAPI.AgentService.execProcess,
+                                 AgentAPI.ExecProcessRequest(containerID: id, execID: execID, processJSON: json), timeout: timeout)
+    }
+
+    public func ttyWinResize(_ id: String, execID: String = "", rows: UInt32, columns: UInt32) async throws {
+        _ = try await ttrpc.call(AgentAPI.AgentService.ttyWinResize,
+                                 AgentAPI.TtyWinResizeRequest(containerID: id, execID: execID, row: rows, column: columns))
+    }
+
+    public func listProcesses(_ id: String) async throws -> [AgentAPI.ProcessEntry] {
+        try await ttrpc.call(AgentAPI.AgentService.listProcesses, AgentAPI.ListProcessesRequest(containerID: id)).processes
+    }
+
+    public func statsContainer(_ id: String) async throws -> AgentAPI.CgroupStats {
+        try await ttrpc.call(AgentAPI.AgentService.statsContainer, AgentAPI.StatsContainerRequest(containerID: id)).cgroupStats
+            ?? AgentAPI.CgroupStats()
+    }
+
+    /// Applies runtime-spec `linux.resources` JSON to the running container.
+    public func updateContainer(_ id: String, resources json: [UInt8]) async throws {
+        _ = try await ttrpc.call(AgentAPI.AgentService.updateContainer,
+                                 AgentAPI.UpdateContainerRequest(containerID: id, resourcesJSON: json))
+    }
+
+    public func pauseContainer(_ id: String) async throws {
+        _ = try await ttrpc.call(AgentAPI.AgentService.pauseContainer, AgentAPI.PauseContainerRequest(containerID: id))
+    }
+
+    public func resumeContainer(_ id: String) async throws {
+        _ = try await ttrpc.call(AgentAPI.AgentService.resumeContainer, AgentAPI.ResumeContainerRequest(containerID: id))
+    }
+
+    /// The id of the next container with an OOM kill; waits for one (no timeout by default).
+    public func nextOOMEvent(timeout: Duration? = nil) async throws -> String {
+        try await ttrpc.call(AgentAPI.AgentService.getOOMEvent, AgentAPI.GetOOMEventRequest(), timeout: timeout).containerID
+    }
+
+    public func guestDiagnostics() async throws -> AgentAPI.GuestDiagnosticsResponse {
+        try await ttrpc.call(AgentAPI.AgentService.getGuestDiagnostics, AgentAPI.GuestDiagnosticsRequest())
+    }
+
+    /// Sends `signal` to one process (`execID`, or the container id for its first process), or
+    /// with an empty `execID` to every process of the container.
     public func signalProcess(_ id: String, execID: String = "", signal: Int32) async throws {
         _ = try await ttrpc.call(AgentAPI.AgentService.signalProcess,
                                  AgentAPI.SignalProcessRequest(containerID: id, execID: execID, signal: UInt32(signal)))
@@ -192,10 +238,10 @@ public final class AgentClient: Sendable {
     }
 
     /// Reads a stream to its end.
-    public func readAll(_ id: String, stderr: Bool = false) async throws -> [UInt8] {
+    public func readAll(_ id: String, execID: String = "", stderr: Bool = false) async throws -> [UInt8] {
         var out: [UInt8] = []
         while true {
-            let chunk = stderr ? try await readStderr(id) : try await readStdout(id)
+            let chunk = stderr ? try await readStderr(id, execID: execID) : try await readStdout(id, execID: execID)
             if chunk.isEmpty { return out }
             out += chunk
         }

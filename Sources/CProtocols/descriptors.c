@@ -79,6 +79,8 @@ const ProtobufCMessageDescriptor *kp_grpc__exec_process_request(void) { return &
 const ProtobufCMessageDescriptor *kp_grpc__get_oomevent_request(void) { return &grpc__get_oomevent_request__descriptor; }
 const ProtobufCMessageDescriptor *kp_grpc__guest_details_request(void) { return &grpc__guest_details_request__descriptor; }
 const ProtobufCMessageDescriptor *kp_grpc__guest_details_response(void) { return &grpc__guest_details_response__descriptor; }
+const ProtobufCMessageDescriptor *kp_grpc__guest_diagnostics_request(void) { return &grpc__guest_diagnostics_request__descriptor; }
+const ProtobufCMessageDescriptor *kp_grpc__guest_diagnostics_response(void) { return &grpc__guest_diagnostics_response__descriptor; }
 const ProtobufCMessageDescriptor *kp_grpc__health_check_response(void) { return &grpc__health_check_response__descriptor; }
 const ProtobufCMessageDescriptor *kp_grpc__list_processes_request(void) { return &grpc__list_processes_request__descriptor; }
 const ProtobufCMessageDescriptor *kp_grpc__list_processes_response(void) { return &grpc__list_processes_response__descriptor; }

@@ -8,118 +8,106 @@ import Synchronization
 import SystemKit
 import TTRPC
 
-/// The agent's container RPCs: CreateContainer, StartContainer, WaitProcess, ReadStdout,
-/// ReadStderr, WriteStdin, CloseStdin, SignalProcess, RemoveContainer.
+/// The agent's container and process RPCs.
 ///
-/// A container's first process is cloned into new namespaces and prepared by C code
-/// (`cl_container_create`, single-threaded in the child), then held before exec until
-/// StartContainer. Exits come from PID 1's reaper; WaitProcess answers only once stdout and
-/// stderr are drained. Thread-safe.
+/// A container's first process is cloned into new namespaces and prepared by C code in the
+/// child (`cl_container_create`), then held before exec until StartContainer. Execs are cloned
+/// by a helper that joined the container's namespaces (`cl_container_exec`). Every process
+/// joins the container's cgroup before exec. Exits come from PID 1's reaper; WaitProcess
+/// answers once stdout and stderr are drained. No RPC blocks the reactor thread on a child:
+/// stage reports are awaited. Thread-safe.
 public final class ContainerService: Sendable {
     /// Where the host puts container rootfs directories on the shared filesystem.
     public static let sharedContainers = "/run/kata-containers/shared/containers"
     /// Device nodes every container gets (bound from the guest's devtmpfs).
     static let defaultDevices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"]
 
-    enum Status: String { case created, running, stopped }
-
-    final class ContainerProcess: Sendable {
-        let pid: pid_t
-        let stdout: StreamBuffer
-        let stderr: StreamBuffer
-        let stdin: Mutex<CInt>           // -1 once closed
-        let start: Mutex<CInt>           // -1 once started or aborted
-        let exit = Mutex<ExitStatus?>(nil)
-        let exitWaiters = Mutex<[CheckedContinuation<ExitStatus, Never>]>([])
-
-        init(pid: pid_t, stdout: StreamBuffer, stderr: StreamBuffer, stdin: CInt, start: CInt) {
-            self.pid = pid
-            self.stdout = stdout
-            self.stderr = stderr
-            self.stdin = Mutex(stdin)
-            self.start = Mutex(start)
-        }
-
-        func exited(_ status: ExitStatus) {
-            exit.withLock { $0 = status }
-            let waiters = exitWaiters.withLock { w -> [CheckedContinuation<ExitStatus, Never>] in
-                let all = w
-                w = []
-                return all
-            }
-            for w in waiters { w.resume(returning: status) }
-        }
-
-        /// The exit status once the process ended and its output was drained.
-        func waitForExit() async -> ExitStatus {
-            let status = await withCheckedContinuation { (cont: CheckedContinuation<ExitStatus, Never>) in
-                let done: ExitStatus? = exitWaiters.withLock { w in
-                    if let s = exit.withLock({ $0 }) { return s }
-                    w.append(cont)
-                    return nil
-                }
-                if let done { cont.resume(returning: done) }
-            }
-            await stdout.waitForEOF()
-            await stderr.waitForEOF()
-            return status
-        }
-
-        func closeStdin() {
-            stdin.withLock { fd in
-                if fd >= 0 { Glibc.close(fd) }
-                fd = -1
-            }
-        }
-    }
-
-    final class Container: Sendable {
-        let id: String
-        let process: ContainerProcess
-        let status = Mutex(Status.created)
-        init(id: String, process: ContainerProcess) {
-            self.id = id
-            self.process = process
-        }
-    }
-
-    private let log: Logger
-    private let reaper: Reaper
+    let log: Logger
+    let reaper: Reaper
     private let containers = Mutex<[String: Container]>([:])
+    private let reservedIDs = Mutex<Set<String>>([])
+    let oom: OOMWatcher?
 
     public init(log: Logger, reaper: Reaper) {
         self.log = log
         self.reaper = reaper
+        do {
+            try ContainerCgroup.prepareParent()
+        } catch {
+            log.error("cannot prepare container cgroups", ("error", error.message))
+        }
+        do {
+            oom = try OOMWatcher(log: log)
+        } catch {
+            log.error("cannot watch for OOM kills", ("error", "\(error)"))
+            oom = nil
+        }
     }
 
     public func register(on server: TTRPCServer) {
-        server.register(AgentAPI.AgentService.createContainer) { [self] req, _ in try create(req) }
-        server.register(AgentAPI.AgentService.startContainer) { [self] req, _ in try start(req.containerID) }
-        server.register(AgentAPI.AgentService.waitProcess) { [self] req, _ in
-            let c = try container(req.containerID, execID: req.execID)
-            return AgentAPI.WaitProcessResponse(status: await c.process.waitForExit().code)
-        }
-        server.register(AgentAPI.AgentService.readStdout) { [self] req, _ in
-            let c = try container(req.containerID, execID: req.execID)
-            return AgentAPI.ReadStreamResponse(data: await c.process.stdout.read(max: Self.chunk(req.len)))
-        }
-        server.register(AgentAPI.AgentService.readStderr) { [self] req, _ in
-            let c = try container(req.containerID, execID: req.execID)
-            return AgentAPI.ReadStreamResponse(data: await c.process.stderr.read(max: Self.chunk(req.len)))
-        }
-        server.register(AgentAPI.AgentService.writeStdin) { [self] req, _ in
-            let c = try container(req.containerID, execID: req.execID)
-            return AgentAPI.WriteStreamResponse(len: try await Self.write(req.data, to: c.process))
-        }
-        server.register(AgentAPI.AgentService.closeStdin) { [self] req, _ in
-            try container(req.containerID, execID: req.execID).process.closeStdin()
+        typealias A = AgentAPI.AgentService
+        server.register(A.createContainer) { [self] req, _ in try await create(req) }
+        server.register(A.startContainer) { [self] req, _ in
+            try await container(req.containerID).start()
+            log.info("container started", ("container", req.containerID))
             return GoogleProtobuf.Empty()
         }
-        server.register(AgentAPI.AgentService.signalProcess) { [self] req, _ in
-            try signal(req.containerID, execID: req.execID, Int32(req.signal))
+        server.register(A.execProcess) { [self] req, _ in try await exec(req) }
+        server.register(A.waitProcess) { [self] req, _ in
+            let p = try container(req.containerID).process(req.execID)
+            return AgentAPI.WaitProcessResponse(status: await p.waitForExit().code)
+        }
+        server.register(A.readStdout) { [self] req, _ in
+            let p = try container(req.containerID).process(req.execID)
+            return AgentAPI.ReadStreamResponse(data: await p.read(stderr: false, max: Self.chunk(req.len)))
+        }
+        server.register(A.readStderr) { [self] req, _ in
+            let p = try container(req.containerID).process(req.execID)
+            return AgentAPI.ReadStreamResponse(data: await p.read(stderr: true, max: Self.chunk(req.len)))
+        }
+        server.register(A.writeStdin) { [self] req, _ in
+            let p = try container(req.containerID).process(req.execID)
+            return AgentAPI.WriteStreamResponse(len: try await p.write(req.data))
+        }
+        server.register(A.closeStdin) { [self] req, _ in
+            try container(req.containerID).process(req.execID).closeStdin()
             return GoogleProtobuf.Empty()
         }
-        server.register(AgentAPI.AgentService.removeContainer) { [self] req, _ in
+        server.register(A.ttyWinResize) { [self] req, _ in
+            try container(req.containerID).process(req.execID).resize(rows: req.row, columns: req.column)
+            return GoogleProtobuf.Empty()
+        }
+        server.register(A.signalProcess) { [self] req, _ in
+            try signal(req.containerID, execID: req.execID, Int32(clamping: req.signal))
+            return GoogleProtobuf.Empty()
+        }
+        server.register(A.listProcesses) { [self] req, _ in try list(req.containerID) }
+        server.register(A.statsContainer) { [self] req, _ in
+            AgentAPI.StatsContainerResponse(cgroupStats: try container(req.containerID).cgroup.stats())
+        }
+        server.register(A.updateContainer) { [self] req, _ in
+            let c = try container(req.containerID)
+            let r: Resources
+            do { r = try Resources.decode(req.resourcesJSON) } catch {
+                throw TTRPCError(.invalidArgument, "container \(c.id): resources: \(error)")
+            }
+            try c.cgroup.apply(r)
+            log.info("container updated", ("container", c.id))
+            return GoogleProtobuf.Empty()
+        }
+        server.register(A.pauseContainer) { [self] req, _ in
+            try await setPaused(req.containerID, true)
+            return GoogleProtobuf.Empty()
+        }
+        server.register(A.resumeContainer) { [self] req, _ in
+            try await setPaused(req.containerID, false)
+            return GoogleProtobuf.Empty()
+        }
+        server.register(A.getOOMEvent) { [self] _, _ in
+            guard let oom else { throw TTRPCError(.unavailable, "OOM events are not available in this guest") }
+            return AgentAPI.OOMEvent(containerID: await oom.next())
+        }
+        server.register(A.removeContainer) { [self] req, _ in
             try await remove(req.containerID, timeout: req.timeout)
             return GoogleProtobuf.Empty()
         }
@@ -130,156 +118,9 @@ public final class ContainerService: Sendable {
         requested == 0 ? 64 * 1024 : min(Int(requested), 1 << 20)
     }
 
-    private func container(_ id: String, execID: String = "") throws -> Container {
+    func container(_ id: String) throws(TTRPCError) -> Container {
         guard let c = containers.withLock({ $0[id] }) else { throw TTRPCError(.notFound, "container \(id) not found") }
-        guard execID.isEmpty || execID == id else {
-            throw TTRPCError(.notFound, "process \(execID) of container \(id) not found")
-        }
         return c
-    }
-
-    // MARK: - Create
-
-    func create(_ req: AgentAPI.CreateContainerRequest) throws -> GoogleProtobuf.Empty {
-        let id = req.containerID
-        guard Self.validID(id) else { throw TTRPCError(.invalidArgument, "invalid container id \"\(id)\"") }
-        guard containers.withLock({ $0[id] }) == nil else { throw TTRPCError(.alreadyExists, "container \(id) already exists") }
-        let spec: Spec
-        do {
-            spec = try Spec.decode(req.ociSpecJSON)
-        } catch {
-            throw TTRPCError(.invalidArgument, "container \(id): \(error)")
-        }
-        guard let process = spec.process, let args = process.args, !args.isEmpty else {
-            throw TTRPCError(.invalidArgument, "container \(id): the spec has no process args")
-        }
-        var rootfs = spec.root?.path ?? "rootfs"
-        if !rootfs.hasPrefix("/") { rootfs = "\(Self.sharedContainers)/\(id)/\(rootfs)" }
-        guard access(rootfs, F_OK) == 0 else { throw TTRPCError(.notFound, "container \(id): rootfs \(rootfs) does not exist") }
-
-        var flags: Int32 = 0
-        for ns in spec.linux?.namespaces ?? [] {
-            if ns.path != nil, ns.type != "network" {
-                throw TTRPCError(.invalidArgument, "container \(id): joining a \(ns.type) namespace by path is not supported yet")
-            }
-            switch ns.type {
-            case "mount": flags |= Int32(CL_CLONE_NEWNS)
-            case "pid": flags |= Int32(CL_CLONE_NEWPID)
-            case "ipc": flags |= Int32(CL_CLONE_NEWIPC)
-            case "uts": flags |= Int32(CL_CLONE_NEWUTS)
-            case "network", "cgroup": break  // shared with the VM
-            default: throw TTRPCError(.invalidArgument, "container \(id): unsupported namespace \(ns.type)")
-            }
-        }
-        // The mount namespace is not optional: the container's mounts and root must not leak
-        // into the guest.
-        flags |= Int32(CL_CLONE_NEWNS)
-
-        let mounts = (spec.mounts ?? []).map(Self.mountSpec)
-        let stdinPipe = try pipe(id), stdoutPipe = try pipe(id), stderrPipe = try pipe(id)
-        let stdinWrite = stdinPipe.second.take(), stdinRead = stdinPipe.first.take()
-        let stdoutRead = stdoutPipe.first.take(), stdoutWrite = stdoutPipe.second.take()
-        let stderrRead = stderrPipe.first.take(), stderrWrite = stderrPipe.second.take()
-        defer {
-            // The child holds its own copies now (or failed); the agent keeps only its ends.
-            Glibc.close(stdinRead)
-            Glibc.close(stdoutWrite)
-            Glibc.close(stderrWrite)
-        }
-
-        var pid: pid_t = 0, startFD: CInt = -1, statusFD: CInt = -1
-        var stage: UnsafePointer<CChar>? = nil
-        let r = CStringArray.with(args) { argv in
-            CStringArray.with(process.env ?? []) { envp in
-                CStringArray.with(Self.defaultDevices) { devices in
-                    CStringArray.with(spec.linux?.maskedPaths ?? []) { masked in
-                        CStringArray.with(spec.linux?.readonlyPaths ?? []) { readonly in
-                            CMounts.with(mounts) { m, n in
-                                (process.user.additionalGids ?? []).withUnsafeBufferPointer { groups in
-                                    rootfs.withCString { root in
-                                        process.cwd.withCString { cwd in
-                                            Self.withOptionalCString(spec.hostname) { hostname in
-                                                var config = cl_container_config(
-                                                    rootfs: root, readonly_root: spec.root?.readonly == true ? 1 : 0,
-                                                    clone_flags: flags, hostname: hostname, mounts: m, n_mounts: n,
-                                                    devices: devices.constPointer, n_devices: CInt(devices.count),
-                                                    masked: masked.constPointer, n_masked: CInt(masked.count),
-                                                    readonly: readonly.constPointer, n_readonly: CInt(readonly.count),
-                                                    argv: argv.pointer, envp: envp.pointer, cwd: cwd,
-                                                    uid: process.user.uid, gid: process.user.gid,
-                                                    groups: groups.baseAddress, n_groups: CInt(groups.count),
-                                                    stdio: (stdinRead, stdoutWrite, stderrWrite))
-                                                return cl_container_create(&config, &pid, &startFD, &statusFD, &stage)
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if r < 0 {
-            Glibc.close(stdinWrite)
-            Glibc.close(stdoutRead)
-            Glibc.close(stderrRead)
-            let what = stage.map { String(cString: $0) } ?? "clone"
-            throw TTRPCError(.internal, "container \(id): \(what): \(Errno(-r))")
-        }
-        let proc: ContainerProcess
-        do {
-            proc = ContainerProcess(pid: pid, stdout: try StreamBuffer(taking: FileDescriptor(taking: stdoutRead)),
-                                    stderr: try StreamBuffer(taking: FileDescriptor(taking: stderrRead)),
-                                    stdin: stdinWrite, start: startFD)
-        } catch {
-            kill(pid, SIGKILL)
-            throw TTRPCError(.internal, "container \(id): \(error)")
-        }
-        let container = Container(id: id, process: proc)
-        containers.withLock { $0[id] = container }
-        watchExecResult(id, statusFD)
-        let reaper = self.reaper, log = self.log, childPID = pid
-        Task {
-            let status = await reaper.wait(for: childPID)
-            container.status.withLock { $0 = .stopped }
-            log.info("container process exited", ("container", id), ("pid", String(childPID)), ("status", status.description))
-            proc.exited(status)
-        }
-        log.info("container created", ("container", id), ("pid", String(pid)), ("rootfs", rootfs))
-        return GoogleProtobuf.Empty()
-    }
-
-    /// Logs why exec failed (missing binary…); the process itself exits 127 right after.
-    private func watchExecResult(_ id: String, _ fd: CInt) {
-        let log = self.log
-        do {
-            let box = Mutex<Reactor.Registration?>(nil)
-            let reg = try Reactor.shared.register(fd, interest: .readable) { _ in
-                var err: CInt = 0
-                var stage: UnsafePointer<CChar>? = nil
-                let r = cl_container_exec_result(fd, &err, &stage)
-                if r == -EAGAIN { return }
-                if r == 1 {
-                    log.warning("container exec failed", ("container", id),
-                                ("stage", stage.map { String(cString: $0) } ?? "exec"), ("error", Errno(err).description))
-                }
-                if let reg = box.withLock({ $0 }) { Reactor.shared.deregister(reg) }
-                Glibc.close(fd)
-            }
-            box.withLock { $0 = reg }
-        } catch {
-            Glibc.close(fd)
-        }
-    }
-
-    private func pipe(_ id: String) throws -> DescriptorPair {
-        do { return try FileDescriptor.pipe() } catch { throw TTRPCError(.internal, "container \(id): \(error)") }
-    }
-
-    private static func withOptionalCString<R>(_ s: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
-        guard let s else { return body(nil) }
-        return s.withCString { body($0) }
     }
 
     static func validID(_ id: String) -> Bool {
@@ -288,8 +129,124 @@ public final class ContainerService: Sendable {
         } && id != "." && id != ".."
     }
 
+    // MARK: - Create
+
+    func create(_ req: AgentAPI.CreateContainerRequest) async throws(TTRPCError) -> GoogleProtobuf.Empty {
+        let id = req.containerID
+        guard Self.validID(id) else { throw TTRPCError(.invalidArgument, "invalid container id \"\(id)\"") }
+        try reservedIDs.withLock { (r: inout Set<String>) throws(TTRPCError) in
+            guard containers.withLock({ $0[id] }) == nil, !r.contains(id) else {
+                throw TTRPCError(.alreadyExists, "container \(id) already exists")
+            }
+            r.insert(id)
+        }
+        defer { _ = reservedIDs.withLock { $0.remove(id) } }
+        let what = "container \(id)"
+        let spec: Spec
+        do { spec = try Spec.decode(req.ociSpecJSON) } catch { throw TTRPCError(.invalidArgument, "\(what): \(error)") }
+        guard let process = spec.process else { throw TTRPCError(.invalidArgument, "\(what): the spec has no process") }
+        let options = try ProcessOptions(process, what: what)
+        var rootfs = spec.root?.path ?? "rootfs"
+        if !rootfs.hasPrefix("/") { rootfs = "\(Self.sharedContainers)/\(id)/\(rootfs)" }
+        guard access(rootfs, F_OK) == 0 else { throw TTRPCError(.notFound, "\(what): rootfs \(rootfs) does not exist") }
+        let flags = try Self.namespaceFlags(spec.linux?.namespaces ?? [], what: what)
+        let seccomp = try spec.linux?.seccomp.map { s throws(TTRPCError) in try SeccompProgram(s, what: what) }
+
+        let cgroup = try ContainerCgroup(id: id)
+        var cgroupOwned = true
+        defer { if cgroupOwned { Task { try? await cgroup.remove() } } }
+        try cgroup.apply(spec.linux?.resources ?? Resources())
+        let procsFD = try cgroup.openProcs()
+        defer { Glibc.close(procsFD) }
+        let io = try ProcessIO(terminal: options.terminal, rows: options.consoleSize.rows, columns: options.consoleSize.cols)
+
+        var pid: pid_t = 0, startFD: CInt = -1, statusFD: CInt = -1
+        let arena = CArena()
+        let mounts = (spec.mounts ?? []).map { Self.mountSpec($0, arena: arena) }
+        var config = cl_container_config(
+            rootfs: arena.string(rootfs), readonly_root: spec.root?.readonly == true ? 1 : 0,
+            clone_flags: flags, hostname: arena.optionalString(spec.hostname),
+            mounts: arena.array(mounts), n_mounts: CInt(mounts.count),
+            devices: arena.constStrings(Self.defaultDevices), n_devices: CInt(Self.defaultDevices.count),
+            masked: arena.constStrings(spec.linux?.maskedPaths ?? []), n_masked: CInt(spec.linux?.maskedPaths?.count ?? 0),
+            readonly: arena.constStrings(spec.linux?.readonlyPaths ?? []),
+            n_readonly: CInt(spec.linux?.readonlyPaths?.count ?? 0),
+            process: options.cConfig(arena: arena, stdio: io.child, cgroupProcsFD: procsFD, seccomp: seccomp))
+        let r = withExtendedLifetime(arena) { cl_container_create(&config, &pid, &startFD, &statusFD) }
+        io.closeChildEnds()
+        if r < 0 { throw TTRPCError(.internal, "\(what): clone: \(Errno(-r))") }
+        let exit = watchExit(pid)
+
+        // The child prepares itself; its first record says whether it got to "ready".
+        let record: StageReport.Record?
+        do {
+            record = try await StageReport.next(statusFD)
+        } catch {
+            _ = Glibc.kill(pid, SIGKILL)
+            Glibc.close(statusFD)
+            Glibc.close(startFD)
+            throw error
+        }
+        guard let record, !record.isFailure else {
+            Glibc.close(statusFD)
+            Glibc.close(startFD)
+            _ = await exit.value
+            if let record { throw TTRPCError(StageReport.code(record), "\(what): \(record.name): \(record.error)") }
+            throw TTRPCError(.internal, "\(what): the container process died during setup")
+        }
+        let proc: ContainerProcess
+        do {
+            proc = try ContainerProcess(execID: "", pid: pid, args: options.args, io: io)
+        } catch {
+            _ = Glibc.kill(pid, SIGKILL)
+            Glibc.close(statusFD)
+            Glibc.close(startFD)
+            throw TTRPCError(.internal, "\(what): \(error.message)")
+        }
+        let c = Container(id: id, initProcess: proc, cgroup: cgroup, namespaces: flags,
+                          seccomp: seccomp, startFD: startFD, statusFD: statusFD)
+        cgroupOwned = false
+        containers.withLock { $0[id] = c }
+        oom?.watch(id, cgroup)
+        let log = self.log, childPID = pid
+        Task {
+            let status = await exit.value
+            c.status.withLock { $0 = .stopped }
+            log.info("container process exited", ("container", id), ("pid", String(childPID)), ("status", status.description))
+            proc.exited(status)
+        }
+        log.info("container created", ("container", id), ("pid", String(pid)), ("rootfs", rootfs))
+        return GoogleProtobuf.Empty()
+    }
+
+    /// The reaper's answer for `pid`, asked for at once so no exit can be missed.
+    private func watchExit(_ pid: pid_t) -> Task<ExitStatus, Never> {
+        let reaper = self.reaper
+        return Task { await reaper.wait(for: pid) }
+    }
+
+    static func namespaceFlags(_ namespaces: [Linux.Namespace], what: String) throws(TTRPCError) -> CInt {
+        var flags: CInt = 0
+        for ns in namespaces {
+            if ns.path != nil, ns.type != "network" {
+                throw TTRPCError(.invalidArgument, "\(what): joining a \(ns.type) namespace by path is not supported")
+            }
+            switch ns.type {
+            case "mount": flags |= CInt(CL_CLONE_NEWNS)
+            case "pid": flags |= CInt(CL_CLONE_NEWPID)
+            case "ipc": flags |= CInt(CL_CLONE_NEWIPC)
+            case "uts": flags |= CInt(CL_CLONE_NEWUTS)
+            case "network", "cgroup": break  // shared with the VM
+            default: throw TTRPCError(.invalidArgument, "\(what): unsupported namespace \(ns.type)")
+            }
+        }
+        // The mount namespace is not optional: the container's mounts and root must not leak
+        // into the guest.
+        return flags | CInt(CL_CLONE_NEWNS)
+    }
+
     /// OCI mount options → mount(2) flags and data.
-    static func mountSpec(_ m: Mount) -> (source: String, target: String, fstype: String, flags: UInt, data: String) {
+    static func mountSpec(_ m: Mount, arena: CArena) -> cl_mount_spec {
         var flags: Int = 0
         var data: [String] = []
         for o in m.options ?? [] {
@@ -307,86 +264,149 @@ public final class ContainerService: Sendable {
             default: data.append(o)
             }
         }
-        let type = m.type ?? (flags & CL_MS_BIND != 0 ? "" : "none")
-        if type == "bind" { flags |= CL_MS_BIND }
-        return (m.source ?? type, m.destination, type == "bind" ? "" : type, UInt(flags), data.joined(separator: ","))
+        var type = m.type ?? (flags & CL_MS_BIND != 0 ? "" : "none")
+        if type == "bind" {
+            flags |= CL_MS_BIND
+            type = ""
+        }
+        return cl_mount_spec(source: arena.string(m.source ?? type), target: arena.string(m.destination),
+                             fstype: type.isEmpty ? nil : arena.string(type), flags: UInt(flags),
+                             data: data.isEmpty ? nil : arena.string(data.joined(separator: ",")))
     }
 
-    // MARK: - Start, signal, remove
+    // MARK: - Exec
 
-    func start(_ id: String) throws -> GoogleProtobuf.Empty {
-        let c = try container(id)
-        try c.status.withLock { s in
-            guard s == .created else { throw TTRPCError(.failedPrecondition, "container \(id) is \(s.rawValue), not created") }
-            s = .running
+    func exec(_ req: AgentAPI.ExecProcessRequest) async throws(TTRPCError) -> GoogleProtobuf.Empty {
+        let c = try container(req.containerID)
+        let execID = req.execID
+        let what = "exec \(execID) in container \(c.id)"
+        guard Self.validID(execID) else { throw TTRPCError(.invalidArgument, "invalid exec id \"\(execID)\"") }
+        let state = c.status.withLock { $0 }
+        guard state == .running, c.initProcess.exitStatus == nil else {
+            throw TTRPCError(.failedPrecondition, "container \(c.id) is \(state == .running ? "stopped" : state.rawValue), not running")
         }
-        c.process.start.withLock { fd in
-            var go: UInt8 = 1
-            _ = Glibc.write(fd, &go, 1)
-            Glibc.close(fd)
-            fd = -1
+        try c.reserve(execID)
+        var registered = false
+        defer { if !registered { c.release(execID) } }
+        let process: Process
+        do { process = try Process.decode(req.processJSON) } catch { throw TTRPCError(.invalidArgument, "\(what): \(error)") }
+        let options = try ProcessOptions(process, what: what)
+        let procsFD = try c.cgroup.openProcs()
+        defer { Glibc.close(procsFD) }
+        let io = try ProcessIO(terminal: options.terminal, rows: options.consoleSize.rows, columns: options.consoleSize.cols)
+
+        var helper: pid_t = 0, statusFD: CInt = -1
+        let arena = CArena()
+        var config = options.cConfig(arena: arena, stdio: io.child, cgroupProcsFD: procsFD, seccomp: c.seccomp)
+        let r = withExtendedLifetime(arena) {
+            cl_container_exec(c.initProcess.pid, c.namespaces, &config, &helper, &statusFD)
         }
-        log.info("container started", ("container", id))
+        io.closeChildEnds()
+        if r < 0 { throw TTRPCError(.internal, "\(what): clone: \(Errno(-r))") }
+        _ = watchExit(helper)  // the helper exits right after reporting; reap it
+        defer { Glibc.close(statusFD) }
+
+        guard let first = try await StageReport.next(statusFD) else {
+            throw TTRPCError(.internal, "\(what): the exec helper died")
+        }
+        guard !first.isFailure else { throw TTRPCError(StageReport.code(first), "\(what): \(first.name): \(first.error)") }
+        let pid = pid_t(first.value)
+        let exit = watchExit(pid)
+        let proc: ContainerProcess
+        do {
+            proc = try ContainerProcess(execID: execID, pid: pid, args: options.args, io: io)
+        } catch {
+            _ = Glibc.kill(pid, SIGKILL)
+            throw error
+        }
+        c.add(proc)
+        registered = true
+        let log = self.log
+        Task {
+            let status = await exit.value
+            log.info("exec exited", ("container", c.id), ("exec", execID), ("pid", String(pid)), ("status", status.description))
+            proc.exited(status)
+        }
+        // The process exists (WaitProcess will report 127 if exec fails); the RPC still says why.
+        if let last = try await StageReport.next(statusFD), last.isFailure {
+            throw TTRPCError(StageReport.code(last), "\(what): \(last.name) \(options.args[0]): \(last.error)")
+        }
+        log.info("exec started", ("container", c.id), ("exec", execID), ("pid", String(pid)))
         return GoogleProtobuf.Empty()
     }
 
-    func signal(_ id: String, execID: String, _ signal: Int32) throws {
-        let c = try container(id, execID: execID)
-        guard c.process.exit.withLock({ $0 }) == nil else {
-            throw TTRPCError(.notFound, "container \(id): process already finished")
+    // MARK: - Signals, processes, pause
+
+    func signal(_ id: String, execID: String, _ signal: Int32) throws(TTRPCError) {
+        let c = try container(id)
+        guard signal > 0 && signal < 65 else { throw TTRPCError(.invalidArgument, "signal \(signal) is not valid") }
+        if execID.isEmpty {
+            // Every process of the container; SIGKILL through cgroup.kill, which no fork escapes.
+            if signal == SIGKILL { try c.cgroup.killAll(); return }
+            for pid in c.cgroup.pids() { _ = Glibc.kill(pid, signal) }
+            return
         }
-        // The init process is PID 1 of the container's namespace: SIGKILL to it ends them all.
-        if Glibc.kill(c.process.pid, signal) != 0 {
-            let e = Errno.current("kill \(c.process.pid)")
+        let p = try c.process(execID)
+        guard p.exitStatus == nil else { throw TTRPCError(.notFound, "\(id): process \(execID) already finished") }
+        if Glibc.kill(p.pid, signal) != 0 {
+            let e = Errno.current("kill \(p.pid)")
             throw TTRPCError(e.rawValue == ESRCH ? .notFound : .internal, "container \(id): \(e)")
         }
     }
 
-    func remove(_ id: String, timeout: UInt32) async throws {
+    func list(_ id: String) throws(TTRPCError) -> AgentAPI.ListProcessesResponse {
         let c = try container(id)
-        c.process.start.withLock { fd in
-            if fd >= 0 { Glibc.close(fd) }  // a never-started container exits now
-            fd = -1
+        var byPID: [pid_t: String] = [:]
+        for p in c.allExecs where p.exitStatus == nil { byPID[p.pid] = p.execID }
+        let entries = c.cgroup.pids().sorted().map { pid in
+            let cmdline = TextFile.readBytes("/proc/\(pid)/cmdline", limit: 4096) ?? []
+            let args = cmdline.split(separator: 0, omittingEmptySubsequences: false).dropLast().map { String(decoding: $0, as: UTF8.self) }
+            return AgentAPI.ProcessEntry(pid: pid, execID: byPID[pid] ?? "", args: args)
         }
-        if c.process.exit.withLock({ $0 }) == nil { _ = Glibc.kill(c.process.pid, SIGKILL) }
-        _ = await c.process.waitForExit()
-        c.process.closeStdin()
-        c.process.stdout.closeFD()
-        c.process.stderr.closeFD()
+        return AgentAPI.ListProcessesResponse(processes: entries)
+    }
+
+    func setPaused(_ id: String, _ pause: Bool) async throws(TTRPCError) {
+        let c = try container(id)
+        try c.status.withLock { (s: inout Container.Status) throws(TTRPCError) in
+            let from: Container.Status = pause ? .running : .paused
+            guard s == from else {
+                throw TTRPCError(.failedPrecondition, "container \(id) is \(s.rawValue), not \(from.rawValue)")
+            }
+        }
+        try await c.cgroup.freeze(pause)
+        c.status.withLock { s in
+            if s != .stopped { s = pause ? .paused : .running }
+        }
+        log.info(pause ? "container paused" : "container resumed", ("container", id))
+    }
+
+    // MARK: - Remove
+
+    func remove(_ id: String, timeout: UInt32) async throws(TTRPCError) {
+        let c = try container(id)
+        c.abortStart()
+        // Thaw first: a frozen task cannot run its exit.
+        if c.status.withLock({ $0 }) == .paused { try? await c.cgroup.freeze(false) }
+        try? c.cgroup.killAll()
+        let limit: Duration = timeout == 0 ? .seconds(60) : .seconds(Int(timeout))
+        let deadline = ContinuousClock.now + limit
+        for p in [c.initProcess] + c.allExecs {
+            let waited = await Self.wait(p, until: deadline)
+            if !waited { throw TTRPCError(.deadlineExceeded, "container \(id): process \(p.pid) did not exit within \(limit)") }
+        }
+        for p in [c.initProcess] + c.allExecs { p.closeIO() }
+        oom?.unwatch(id)
+        try await c.cgroup.remove(within: max(.seconds(1), deadline - ContinuousClock.now))
         containers.withLock { _ = $0.removeValue(forKey: id) }
         log.info("container removed", ("container", id))
     }
 
-    static func write(_ data: [UInt8], to p: ContainerProcess) async throws -> UInt32 {
-        var offset = 0
-        while offset < data.count {
-            let fd = p.stdin.withLock { $0 }
-            guard fd >= 0 else { throw TTRPCError(.failedPrecondition, "stdin is closed") }
-            let n = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if n >= 0 { offset += n; continue }
-            if errno == EAGAIN { try await Reactor.shared.wait(for: .writable, on: fd); continue }
-            if errno == EINTR { continue }
-            throw TTRPCError(.internal, "write stdin: \(Errno.current())")
+    private static func wait(_ p: ContainerProcess, until deadline: ContinuousClock.Instant) async -> Bool {
+        while p.exitStatus == nil {
+            if ContinuousClock.now >= deadline { return false }
+            try? await Task.sleep(for: .milliseconds(2))
         }
-        return UInt32(offset)
-    }
-}
-
-/// `cl_mount_spec` arrays for the duration of a call.
-enum CMounts {
-    static func with<R>(_ mounts: [(source: String, target: String, fstype: String, flags: UInt, data: String)],
-                        _ body: (UnsafePointer<cl_mount_spec>?, CInt) -> R) -> R {
-        var owned: [UnsafeMutablePointer<CChar>?] = []
-        defer { for p in owned { free(p) } }
-        func dup(_ s: String) -> UnsafePointer<CChar>? {
-            let p = strdup(s)
-            owned.append(p)
-            return UnsafePointer(p)
-        }
-        let specs = mounts.map { m in
-            cl_mount_spec(source: dup(m.source), target: dup(m.target), fstype: m.fstype.isEmpty ? nil : dup(m.fstype),
-                          flags: m.flags, data: m.data.isEmpty ? nil : dup(m.data))
-        }
-        return specs.withUnsafeBufferPointer { body($0.baseAddress, CInt($0.count)) }
+        return true
     }
 }

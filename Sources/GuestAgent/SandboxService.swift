@@ -50,6 +50,7 @@ public final class SandboxService: Sendable {
         server.register(AgentAPI.HealthService.version) { _, _ in
             AgentAPI.VersionCheckResponse(grpcVersion: "ttrpc", agentVersion: Self.version)
         }
+        server.register(AgentAPI.AgentService.getGuestDiagnostics) { _, _ in GuestDiagnostics.snapshot() }
         server.register(AgentAPI.AgentService.createSandbox) { [self] req, _ in
             await prepared()
             return try createSandbox(req)

@@ -150,5 +150,12 @@ public struct Seccomp: Codable, Sendable, Hashable {
         public var valueTwo: UInt64?
         /// `SCMP_CMP_EQ`, `SCMP_CMP_MASKED_EQ`, ...
         public var op: String
+
+        public init(index: UInt32, value: UInt64, valueTwo: UInt64? = nil, op: String) {
+            self.index = index
+            self.value = value
+            self.valueTwo = valueTwo
+            self.op = op
+        }
     }
 }

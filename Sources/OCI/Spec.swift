@@ -94,6 +94,15 @@ public struct Process: Codable, Sendable, Hashable {
         public var inheritable: [String]?
         public var permitted: [String]?
         public var ambient: [String]?
+
+        public init(bounding: [String]? = nil, effective: [String]? = nil, inheritable: [String]? = nil,
+                    permitted: [String]? = nil, ambient: [String]? = nil) {
+            self.bounding = bounding
+            self.effective = effective
+            self.inheritable = inheritable
+            self.permitted = permitted
+            self.ambient = ambient
+        }
     }
 
     public struct Rlimit: Codable, Sendable, Hashable {
@@ -166,4 +175,14 @@ private func path(_ context: DecodingError.Context, _ key: (any CodingKey)? = ni
     let keys = context.codingPath + (key.map { [$0] } ?? [])
     let parts = keys.map { k in k.intValue.map { "[\($0)]" } ?? ".\(k.stringValue)" }
     return parts.isEmpty ? "(top level)" : String(parts.joined().drop(while: { $0 == "." }))
+}
+
+extension Process {
+    /// The JSON encoding (what an exec request carries).
+    public func encoded() -> [UInt8] { encodeJSON(self) }
+}
+
+extension Resources {
+    /// The JSON encoding (what an update request carries).
+    public func encoded() -> [UInt8] { encodeJSON(self) }
 }

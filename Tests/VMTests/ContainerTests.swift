@@ -17,14 +17,16 @@ import Testing
     static let rootfsInGuest = "/run/test-rootfs"
 
     static func spec(_ args: [String], env: [String] = ["PATH=/bin"], cwd: String = "/", uid: UInt32 = 0, gid: UInt32 = 0,
-                     hostname: String = "ctr") -> [UInt8] {
+                     hostname: String = "ctr", configure: (inout Spec) -> Void = { _ in }) -> [UInt8] {
         var process = Process(user: Process.User(uid: uid, gid: gid), args: args, env: env, cwd: cwd)
         process.noNewPrivileges = true
-        return Spec(process: process, root: Root(path: rootfsInGuest, readonly: true), hostname: hostname,
-                    mounts: [Mount(destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"]),
-                             Mount(destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"])],
-                    linux: Linux(namespaces: ["pid", "ipc", "uts", "mount", "network"].map { Linux.Namespace(type: $0) }))
-            .encoded()
+        var spec = Spec(process: process, root: Root(path: rootfsInGuest, readonly: true), hostname: hostname,
+                        mounts: [Mount(destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"]),
+                                 Mount(destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+                                 Mount(destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "size=16m"])],
+                        linux: Linux(namespaces: ["pid", "ipc", "uts", "mount", "network"].map { Linux.Namespace(type: $0) }))
+        configure(&spec)
+        return spec.encoded()
     }
 
     struct Result: Equatable {
@@ -99,9 +101,17 @@ import Testing
             let line = Array("abcdefgh\n".utf8)
             #expect(burst.stdout.enumerated().allSatisfy { $0.element == line[$0.offset % line.count] }, "burst bytes differ")
 
-            // A missing binary fails fast with 127.
+            // A missing binary fails fast: StartContainer says why, the process exits 127.
             let started = ContinuousClock.now
-            #expect(try await Self.run(agent, "missing", Self.spec(["/no/such/binary"])).status == 127)
+            try await agent.createContainer("missing", spec: Self.spec(["/no/such/binary"]))
+            do {
+                try await agent.startContainer("missing")
+                Issue.record("started a missing binary")
+            } catch let e as TTRPCError {
+                #expect(e.code == .notFound && e.message.contains("/no/such/binary"), "\(e)")
+            }
+            #expect(try await agent.waitProcess("missing") == 127)
+            try await agent.removeContainer("missing")
             #expect(ContinuousClock.now - started < .seconds(3))
 
             // SIGKILL → 137.
@@ -109,7 +119,9 @@ import Testing
             try await agent.startContainer("sleeper")
             try await agent.signalProcess("sleeper", signal: SIGKILL)
             #expect(try await agent.waitProcess("sleeper") == 137)
-            await #expect(throws: TTRPCError.self) { try await agent.signalProcess("sleeper", signal: SIGKILL) }
+            await #expect(throws: TTRPCError(.notFound, "sleeper: process sleeper already finished")) {
+                try await agent.signalProcess("sleeper", execID: "sleeper", signal: SIGKILL)
+            }
             try await agent.removeContainer("sleeper")
 
             // Errors: unknown, duplicate, wrong state, bad spec; a never-started container is removable.
@@ -132,10 +144,12 @@ import Testing
             _ = try await agent.waitProcess("started")
             try await agent.removeContainer("started")
 
-            // Nothing left: the guest has no container processes (every pid other than the agent
-            // belongs to a kernel thread, which has no cmdline).
-            let stat = try await agent.readGuestFile("/proc/loadavg")
-            #expect(!stat.data.isEmpty)
+            try await Self.execs(agent)
+            try await Self.signals(agent)
+            try await Self.terminal(agent)
+            try await Self.security(agent)
+            try await Self.cgroups(agent)
+            try await Self.noLeftovers(agent)
         } catch {
             await vm.destroy()
             throw error

@@ -99,54 +99,6 @@ int cl_signalfd_read(int fd);
 /// waitpid(-1, WNOHANG): the pid reaped and its status, 0 when none is ready, -ECHILD when none.
 int cl_reap_any(int *status);
 
-// containers (guest) -------------------------------------------------------------------------
-
-/// One mount made inside the container's mount namespace before it starts; `target` is the
-/// absolute path in the container.
-typedef struct cl_mount_spec {
-    const char *source;
-    const char *target;
-    const char *fstype;
-    unsigned long flags;
-    const char *data;
-} cl_mount_spec;
-
-/// Everything the container's first process needs, set up by `cl_container_create` in a
-/// cloned child (C only, single-threaded) that then waits for `start`.
-typedef struct cl_container_config {
-    const char *rootfs;                 ///< absolute guest path of the root filesystem
-    int readonly_root;
-    int clone_flags;                    ///< CLONE_NEW* namespaces to create
-    const char *hostname;               ///< NULL: leave as is
-    const cl_mount_spec *mounts;
-    int n_mounts;
-    const char *const *devices;         ///< guest device nodes bind-mounted at the same path
-    int n_devices;
-    const char *const *masked;          ///< paths hidden (files: /dev/null bind; dirs: tmpfs ro)
-    int n_masked;
-    const char *const *readonly;        ///< paths made read-only
-    int n_readonly;
-    char *const *argv;
-    char *const *envp;                  ///< "K=V"; PATH is used to find argv[0]
-    const char *cwd;
-    uint32_t uid, gid;
-    const uint32_t *groups;
-    int n_groups;
-    int stdio[3];                       ///< fds for 0, 1, 2 (-1: /dev/null)
-} cl_container_config;
-
-/// Clones the container's first process into new namespaces and prepares it (mounts, root,
-/// hostname, identity, cwd, stdio); it then blocks until a byte is written to *start_fd.
-/// Returns 0 with *pid, *start_fd (write end; close without writing to abort) and
-/// *status_fd (read end: EOF once exec succeeded, or an 8-byte {stage, errno} record if exec
-/// failed, after which the process exits 127). On a setup failure returns -errno and sets
-/// *failed_stage; the child has been reaped.
-int cl_container_create(const cl_container_config *c, pid_t *pid, int *start_fd, int *status_fd, const char **failed_stage);
-
-/// Reads the exec result record from a status fd: 0 = exec succeeded (EOF), 1 = failed (fills
-/// errno and stage), -EAGAIN when nothing is available yet.
-int cl_container_exec_result(int status_fd, int *err, const char **stage);
-
 enum { CL_CLONE_NEWNS = 0x00020000, CL_CLONE_NEWUTS = 0x04000000, CL_CLONE_NEWIPC = 0x08000000,
        CL_CLONE_NEWPID = 0x20000000, CL_CLONE_NEWNET = 0x40000000, CL_CLONE_NEWCGROUP = 0x02000000 };
 

@@ -65,6 +65,8 @@ const ProtobufCMessageDescriptor *kp_grpc__exec_process_request(void);
 const ProtobufCMessageDescriptor *kp_grpc__get_oomevent_request(void);
 const ProtobufCMessageDescriptor *kp_grpc__guest_details_request(void);
 const ProtobufCMessageDescriptor *kp_grpc__guest_details_response(void);
+const ProtobufCMessageDescriptor *kp_grpc__guest_diagnostics_request(void);
+const ProtobufCMessageDescriptor *kp_grpc__guest_diagnostics_response(void);
 const ProtobufCMessageDescriptor *kp_grpc__health_check_response(void);
 const ProtobufCMessageDescriptor *kp_grpc__list_processes_request(void);
 const ProtobufCMessageDescriptor *kp_grpc__list_processes_response(void);

@@ -62,6 +62,8 @@ public let allProtoMessageTypes: [any ProtoMessage.Type] = [
     AgentAPI.GetOOMEventRequest.self,
     AgentAPI.GuestDetailsRequest.self,
     AgentAPI.GuestDetailsResponse.self,
+    AgentAPI.GuestDiagnosticsRequest.self,
+    AgentAPI.GuestDiagnosticsResponse.self,
     AgentAPI.HealthCheckResponse.self,
     AgentAPI.ListProcessesRequest.self,
     AgentAPI.ListProcessesResponse.self,

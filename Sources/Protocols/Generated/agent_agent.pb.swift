@@ -877,6 +877,53 @@ extension AgentAPI {
             w.setInteger(2, size)
         }
     }
+
+    /// `grpc.GuestDiagnosticsRequest`.
+    public struct GuestDiagnosticsRequest: ProtoMessage {
+        public static let protoName = "grpc.GuestDiagnosticsRequest"
+        public static let protoDescriptor = ProtoDescriptor(kp_grpc__guest_diagnostics_request())
+
+        public init() {}
+
+        public init(reading _: ProtoReader) {
+        }
+
+        public func write(to _: ProtoWriter) {
+        }
+    }
+
+    /// `grpc.GuestDiagnosticsResponse`.
+    public struct GuestDiagnosticsResponse: ProtoMessage {
+        public static let protoName = "grpc.GuestDiagnosticsResponse"
+        public static let protoDescriptor = ProtoDescriptor(kp_grpc__guest_diagnostics_response())
+        public var mountPoints: [String] = []
+        public var containerCgroups: [String] = []
+        public var pids: [Int32] = []
+        public var zombies: UInt32 = 0
+
+        public init() {}
+
+        public init(mountPoints: [String] = [], containerCgroups: [String] = [], pids: [Int32] = [], zombies: UInt32 = 0) {
+            self.mountPoints = mountPoints
+            self.containerCgroups = containerCgroups
+            self.pids = pids
+            self.zombies = zombies
+        }
+
+        public init(reading r: ProtoReader) {
+            self.mountPoints = r.repeatedString(1)
+            self.containerCgroups = r.repeatedString(2)
+            self.pids = r.repeatedInteger(3)
+            self.zombies = r.integer(4)
+        }
+
+        public func write(to w: ProtoWriter) {
+            w.setRepeatedString(1, mountPoints)
+            w.setRepeatedString(2, containerCgroups)
+            w.setRepeatedInteger(3, pids)
+            w.setInteger(4, zombies)
+        }
+    }
 }
 
 /// The ttRPC service `grpc.AgentService`: its name and one typed descriptor per method.
@@ -925,5 +972,7 @@ extension AgentAPI {
         public static let getGuestDetails = RPCMethod<AgentAPI.GuestDetailsRequest, AgentAPI.GuestDetailsResponse>(service: name, method: "GetGuestDetails")
         /// `ReadGuestFile`: `grpc.ReadGuestFileRequest` → `grpc.ReadGuestFileResponse`.
         public static let readGuestFile = RPCMethod<AgentAPI.ReadGuestFileRequest, AgentAPI.ReadGuestFileResponse>(service: name, method: "ReadGuestFile")
+        /// `GetGuestDiagnostics`: `grpc.GuestDiagnosticsRequest` → `grpc.GuestDiagnosticsResponse`.
+        public static let getGuestDiagnostics = RPCMethod<AgentAPI.GuestDiagnosticsRequest, AgentAPI.GuestDiagnosticsResponse>(service: name, method: "GetGuestDiagnostics")
     }
 }

@@ -49,6 +49,8 @@ typedef struct Grpc__AgentDetails Grpc__AgentDetails;
 typedef struct Grpc__GuestDetailsResponse Grpc__GuestDetailsResponse;
 typedef struct Grpc__ReadGuestFileRequest Grpc__ReadGuestFileRequest;
 typedef struct Grpc__ReadGuestFileResponse Grpc__ReadGuestFileResponse;
+typedef struct Grpc__GuestDiagnosticsRequest Grpc__GuestDiagnosticsRequest;
+typedef struct Grpc__GuestDiagnosticsResponse Grpc__GuestDiagnosticsResponse;
 
 
 /* --- enums --- */
@@ -486,6 +488,43 @@ struct  Grpc__ReadGuestFileResponse
 #define GRPC__READ_GUEST_FILE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&grpc__read_guest_file_response__descriptor) \
     , {0,NULL}, 0 }
+
+
+struct  Grpc__GuestDiagnosticsRequest
+{
+  ProtobufCMessage base;
+};
+#define GRPC__GUEST_DIAGNOSTICS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&grpc__guest_diagnostics_request__descriptor) \
+     }
+
+
+struct  Grpc__GuestDiagnosticsResponse
+{
+  ProtobufCMessage base;
+  /*
+   * Mount points of the agent's mount namespace, in /proc/self/mountinfo order.
+   */
+  size_t n_mount_points;
+  char **mount_points;
+  /*
+   * Container cgroups under the agent's container parent.
+   */
+  size_t n_container_cgroups;
+  char **container_cgroups;
+  /*
+   * Every user process in the guest (zombies included, kernel threads not) except the agent.
+   */
+  size_t n_pids;
+  int32_t *pids;
+  /*
+   * How many of those are zombies.
+   */
+  uint32_t zombies;
+};
+#define GRPC__GUEST_DIAGNOSTICS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&grpc__guest_diagnostics_response__descriptor) \
+    , 0,NULL, 0,NULL, 0,NULL, 0 }
 
 
 /* Grpc__Storage methods */
@@ -1115,6 +1154,44 @@ Grpc__ReadGuestFileResponse *
 void   grpc__read_guest_file_response__free_unpacked
                      (Grpc__ReadGuestFileResponse *message,
                       ProtobufCAllocator *allocator);
+/* Grpc__GuestDiagnosticsRequest methods */
+void   grpc__guest_diagnostics_request__init
+                     (Grpc__GuestDiagnosticsRequest         *message);
+size_t grpc__guest_diagnostics_request__get_packed_size
+                     (const Grpc__GuestDiagnosticsRequest   *message);
+size_t grpc__guest_diagnostics_request__pack
+                     (const Grpc__GuestDiagnosticsRequest   *message,
+                      uint8_t             *out);
+size_t grpc__guest_diagnostics_request__pack_to_buffer
+                     (const Grpc__GuestDiagnosticsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Grpc__GuestDiagnosticsRequest *
+       grpc__guest_diagnostics_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   grpc__guest_diagnostics_request__free_unpacked
+                     (Grpc__GuestDiagnosticsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Grpc__GuestDiagnosticsResponse methods */
+void   grpc__guest_diagnostics_response__init
+                     (Grpc__GuestDiagnosticsResponse         *message);
+size_t grpc__guest_diagnostics_response__get_packed_size
+                     (const Grpc__GuestDiagnosticsResponse   *message);
+size_t grpc__guest_diagnostics_response__pack
+                     (const Grpc__GuestDiagnosticsResponse   *message,
+                      uint8_t             *out);
+size_t grpc__guest_diagnostics_response__pack_to_buffer
+                     (const Grpc__GuestDiagnosticsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Grpc__GuestDiagnosticsResponse *
+       grpc__guest_diagnostics_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   grpc__guest_diagnostics_response__free_unpacked
+                     (Grpc__GuestDiagnosticsResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Grpc__Storage_Closure)
@@ -1216,6 +1293,12 @@ typedef void (*Grpc__ReadGuestFileRequest_Closure)
 typedef void (*Grpc__ReadGuestFileResponse_Closure)
                  (const Grpc__ReadGuestFileResponse *message,
                   void *closure_data);
+typedef void (*Grpc__GuestDiagnosticsRequest_Closure)
+                 (const Grpc__GuestDiagnosticsRequest *message,
+                  void *closure_data);
+typedef void (*Grpc__GuestDiagnosticsResponse_Closure)
+                 (const Grpc__GuestDiagnosticsResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1307,6 +1390,10 @@ struct Grpc__AgentService_Service
                           const Grpc__ReadGuestFileRequest *input,
                           Grpc__ReadGuestFileResponse_Closure closure,
                           void *closure_data);
+  void (*get_guest_diagnostics)(Grpc__AgentService_Service *service,
+                                const Grpc__GuestDiagnosticsRequest *input,
+                                Grpc__GuestDiagnosticsResponse_Closure closure,
+                                void *closure_data);
 };
 typedef void (*Grpc__AgentService_ServiceDestroy)(Grpc__AgentService_Service *);
 void grpc__agent_service__init (Grpc__AgentService_Service *service,
@@ -1335,7 +1422,8 @@ void grpc__agent_service__init (Grpc__AgentService_Service *service,
       function_prefix__ ## create_sandbox,\
       function_prefix__ ## destroy_sandbox,\
       function_prefix__ ## get_guest_details,\
-      function_prefix__ ## read_guest_file  }
+      function_prefix__ ## read_guest_file,\
+      function_prefix__ ## get_guest_diagnostics  }
 void grpc__agent_service__create_container(ProtobufCService *service,
                                            const Grpc__CreateContainerRequest *input,
                                            Google__Protobuf__Empty_Closure closure,
@@ -1420,6 +1508,10 @@ void grpc__agent_service__read_guest_file(ProtobufCService *service,
                                           const Grpc__ReadGuestFileRequest *input,
                                           Grpc__ReadGuestFileResponse_Closure closure,
                                           void *closure_data);
+void grpc__agent_service__get_guest_diagnostics(ProtobufCService *service,
+                                                const Grpc__GuestDiagnosticsRequest *input,
+                                                Grpc__GuestDiagnosticsResponse_Closure closure,
+                                                void *closure_data);
 
 /* --- descriptors --- */
 
@@ -1456,6 +1548,8 @@ extern const ProtobufCMessageDescriptor grpc__agent_details__descriptor;
 extern const ProtobufCMessageDescriptor grpc__guest_details_response__descriptor;
 extern const ProtobufCMessageDescriptor grpc__read_guest_file_request__descriptor;
 extern const ProtobufCMessageDescriptor grpc__read_guest_file_response__descriptor;
+extern const ProtobufCMessageDescriptor grpc__guest_diagnostics_request__descriptor;
+extern const ProtobufCMessageDescriptor grpc__guest_diagnostics_response__descriptor;
 extern const ProtobufCServiceDescriptor grpc__agent_service__descriptor;
 
 PROTOBUF_C__END_DECLS

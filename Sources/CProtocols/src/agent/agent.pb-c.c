@@ -1492,6 +1492,96 @@ void   grpc__read_guest_file_response__free_unpacked
   assert(message->base.descriptor == &grpc__read_guest_file_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   grpc__guest_diagnostics_request__init
+                     (Grpc__GuestDiagnosticsRequest         *message)
+{
+  static const Grpc__GuestDiagnosticsRequest init_value = GRPC__GUEST_DIAGNOSTICS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t grpc__guest_diagnostics_request__get_packed_size
+                     (const Grpc__GuestDiagnosticsRequest *message)
+{
+  assert(message->base.descriptor == &grpc__guest_diagnostics_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t grpc__guest_diagnostics_request__pack
+                     (const Grpc__GuestDiagnosticsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &grpc__guest_diagnostics_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t grpc__guest_diagnostics_request__pack_to_buffer
+                     (const Grpc__GuestDiagnosticsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &grpc__guest_diagnostics_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Grpc__GuestDiagnosticsRequest *
+       grpc__guest_diagnostics_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Grpc__GuestDiagnosticsRequest *)
+     protobuf_c_message_unpack (&grpc__guest_diagnostics_request__descriptor,
+                                allocator, len, data);
+}
+void   grpc__guest_diagnostics_request__free_unpacked
+                     (Grpc__GuestDiagnosticsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &grpc__guest_diagnostics_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   grpc__guest_diagnostics_response__init
+                     (Grpc__GuestDiagnosticsResponse         *message)
+{
+  static const Grpc__GuestDiagnosticsResponse init_value = GRPC__GUEST_DIAGNOSTICS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t grpc__guest_diagnostics_response__get_packed_size
+                     (const Grpc__GuestDiagnosticsResponse *message)
+{
+  assert(message->base.descriptor == &grpc__guest_diagnostics_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t grpc__guest_diagnostics_response__pack
+                     (const Grpc__GuestDiagnosticsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &grpc__guest_diagnostics_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t grpc__guest_diagnostics_response__pack_to_buffer
+                     (const Grpc__GuestDiagnosticsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &grpc__guest_diagnostics_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Grpc__GuestDiagnosticsResponse *
+       grpc__guest_diagnostics_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Grpc__GuestDiagnosticsResponse *)
+     protobuf_c_message_unpack (&grpc__guest_diagnostics_response__descriptor,
+                                allocator, len, data);
+}
+void   grpc__guest_diagnostics_response__free_unpacked
+                     (Grpc__GuestDiagnosticsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &grpc__guest_diagnostics_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor grpc__storage__field_descriptors[6] =
 {
   {
@@ -3345,7 +3435,102 @@ const ProtobufCMessageDescriptor grpc__read_guest_file_response__descriptor =
   (ProtobufCMessageInit) grpc__read_guest_file_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCMethodDescriptor grpc__agent_service__method_descriptors[21] =
+#define grpc__guest_diagnostics_request__field_descriptors NULL
+#define grpc__guest_diagnostics_request__field_indices_by_name NULL
+#define grpc__guest_diagnostics_request__number_ranges NULL
+const ProtobufCMessageDescriptor grpc__guest_diagnostics_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "grpc.GuestDiagnosticsRequest",
+  "GuestDiagnosticsRequest",
+  "Grpc__GuestDiagnosticsRequest",
+  "grpc",
+  sizeof(Grpc__GuestDiagnosticsRequest),
+  0,
+  grpc__guest_diagnostics_request__field_descriptors,
+  grpc__guest_diagnostics_request__field_indices_by_name,
+  0,  grpc__guest_diagnostics_request__number_ranges,
+  (ProtobufCMessageInit) grpc__guest_diagnostics_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor grpc__guest_diagnostics_response__field_descriptors[4] =
+{
+  {
+    "mount_points",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Grpc__GuestDiagnosticsResponse, n_mount_points),
+    offsetof(Grpc__GuestDiagnosticsResponse, mount_points),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "container_cgroups",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Grpc__GuestDiagnosticsResponse, n_container_cgroups),
+    offsetof(Grpc__GuestDiagnosticsResponse, container_cgroups),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pids",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_INT32,
+    offsetof(Grpc__GuestDiagnosticsResponse, n_pids),
+    offsetof(Grpc__GuestDiagnosticsResponse, pids),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "zombies",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Grpc__GuestDiagnosticsResponse, zombies),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned grpc__guest_diagnostics_response__field_indices_by_name[] = {
+  1,   /* field[1] = container_cgroups */
+  0,   /* field[0] = mount_points */
+  2,   /* field[2] = pids */
+  3,   /* field[3] = zombies */
+};
+static const ProtobufCIntRange grpc__guest_diagnostics_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor grpc__guest_diagnostics_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "grpc.GuestDiagnosticsResponse",
+  "GuestDiagnosticsResponse",
+  "Grpc__GuestDiagnosticsResponse",
+  "grpc",
+  sizeof(Grpc__GuestDiagnosticsResponse),
+  4,
+  grpc__guest_diagnostics_response__field_descriptors,
+  grpc__guest_diagnostics_response__field_indices_by_name,
+  1,  grpc__guest_diagnostics_response__number_ranges,
+  (ProtobufCMessageInit) grpc__guest_diagnostics_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCMethodDescriptor grpc__agent_service__method_descriptors[22] =
 {
   { "CreateContainer", &grpc__create_container_request__descriptor, &google__protobuf__empty__descriptor },
   { "StartContainer", &grpc__start_container_request__descriptor, &google__protobuf__empty__descriptor },
@@ -3368,6 +3553,7 @@ static const ProtobufCMethodDescriptor grpc__agent_service__method_descriptors[2
   { "DestroySandbox", &grpc__destroy_sandbox_request__descriptor, &google__protobuf__empty__descriptor },
   { "GetGuestDetails", &grpc__guest_details_request__descriptor, &grpc__guest_details_response__descriptor },
   { "ReadGuestFile", &grpc__read_guest_file_request__descriptor, &grpc__read_guest_file_response__descriptor },
+  { "GetGuestDiagnostics", &grpc__guest_diagnostics_request__descriptor, &grpc__guest_diagnostics_response__descriptor },
 };
 const unsigned grpc__agent_service__method_indices_by_name[] = {
   14,        /* CloseStdin */
@@ -3376,6 +3562,7 @@ const unsigned grpc__agent_service__method_indices_by_name[] = {
   18,        /* DestroySandbox */
   3,        /* ExecProcess */
   19,        /* GetGuestDetails */
+  21,        /* GetGuestDiagnostics */
   16,        /* GetOOMEvent */
   6,        /* ListProcesses */
   9,        /* PauseContainer */
@@ -3399,7 +3586,7 @@ const ProtobufCServiceDescriptor grpc__agent_service__descriptor =
   "AgentService",
   "Grpc__AgentService",
   "grpc",
-  21,
+  22,
   grpc__agent_service__method_descriptors,
   grpc__agent_service__method_indices_by_name
 };
@@ -3570,6 +3757,14 @@ void grpc__agent_service__read_guest_file(ProtobufCService *service,
 {
   assert(service->descriptor == &grpc__agent_service__descriptor);
   service->invoke(service, 20, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void grpc__agent_service__get_guest_diagnostics(ProtobufCService *service,
+                                                const Grpc__GuestDiagnosticsRequest *input,
+                                                Grpc__GuestDiagnosticsResponse_Closure closure,
+                                                void *closure_data)
+{
+  assert(service->descriptor == &grpc__agent_service__descriptor);
+  service->invoke(service, 21, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void grpc__agent_service__init (Grpc__AgentService_Service *service,
                                 Grpc__AgentService_ServiceDestroy destroy)
