@@ -19,7 +19,7 @@ KERNEL_PACKAGE ?= linux-image-6.1.0-50-amd64-unsigned
 GUEST := build/guest
 AGENT_BIN := .build/release/kata-agent
 
-.PHONY: deps protos check-protos build release interop-peer test bench-ttrpc bench-boot fuzz-ttrpc demo-ttrpc \
+.PHONY: deps protos check-protos build release interop-peer test bench-ttrpc bench-boot bench-guest fuzz-ttrpc demo-ttrpc \
         image agent-release rootfs clean
 
 ## deps: install the Debian packages (idempotent; apt-get update runs only when something is missing)
@@ -93,6 +93,11 @@ test: deps check-protos build interop-peer image rootfs
 bench-boot: image
 	$(SWIFT) build -c release --product kata-bench
 	.build/release/kata-bench boot --guest $(GUEST) --runs $${RUNS:-5}
+
+## bench-guest: exec latency, stdout and stdin throughput through the agent (one VM)
+bench-guest: image rootfs
+	$(SWIFT) build -c release --product kata-bench
+	.build/release/kata-bench guest --guest $(GUEST) --rootfs build/rootfs/busybox --runs $${RUNS:-100} --mib $${MIB:-256}
 
 ## bench-ttrpc: unary echo rps and latency, Swift server vs Go server, same Go client
 bench-ttrpc: release interop-peer

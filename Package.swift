@@ -31,7 +31,7 @@ var targets: [Target] = [
 
     .executableTarget(name: "kata-agent", dependencies: ["GuestAgent", "SystemKit"], swiftSettings: strict),
 
-    .executableTarget(name: "kata-bench", dependencies: ["QEMU", "AgentClient", "SystemKit"], swiftSettings: strict),
+    .executableTarget(name: "kata-bench", dependencies: ["QEMU", "AgentClient", "SystemKit", "OCI", "Protocols"], swiftSettings: strict),
 
     // Tests.
     .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),

@@ -131,6 +131,8 @@ int cl_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
     return 0;
 }
 
+int cl_set_pipe_size(int fd, int bytes) { RET(fcntl(fd, F_SETPIPE_SZ, bytes)); }
+
 int cl_set_nonblocking(int fd, int on) {
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0) return -errno;

@@ -142,6 +142,7 @@ final class ContainerProcess: Sendable {
 /// still owned when it is released gets closed, so a failed create leaks nothing.
 /// Not thread-safe; one create owns it.
 final class ProcessIO {
+    static let pipeSize: CInt = 1 << 20
     /// fds for the child's 0, 1, 2.
     private(set) var child: (CInt, CInt, CInt) = (-1, -1, -1)
     private var agent: (stdin: CInt, stdout: CInt, stderr: CInt, control: CInt) = (-1, -1, -1, -1)
@@ -169,6 +170,9 @@ final class ProcessIO {
         }
         // The host writes stdin from the reactor: never block on a full pipe.
         _ = cl_set_nonblocking(agent.stdin, 1)
+        // 1 MiB pipes (the unprivileged ceiling, pipe-max-size) instead of 64 KiB: a writer
+        // then blocks 16 times less often, and every context switch is costly under TCG.
+        for fd in [agent.stdin, agent.stdout, agent.stderr] { _ = cl_set_pipe_size(fd, Self.pipeSize) }
     }
 
     deinit {

@@ -10,21 +10,66 @@ import SystemKit
 /// gone and every byte has been read.
 final class StreamBuffer: Sendable {
     static let capacity = 1 << 20
+    /// Where pipe reads land before they become exact-size chunks. Pulls run on the reactor
+    /// thread, so the lock is never contended; one buffer serves every stream.
+    private static let scratch = Mutex(UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 16))
 
     private struct State {
-        var data: [UInt8] = []
+        /// FIFO of chunks as read from the pipe; `head` indexes the first live one, so taking
+        /// a chunk never shifts the bytes behind it.
+        var chunks: [[UInt8]] = []
+        var head = 0
+        var buffered = 0
         var eof = false
         var waiters: [CheckedContinuation<Void, Never>] = []
         var registration: Reactor.Registration?
         var paused = false
         var closed = false
+
+        /// Up to `max` bytes: the first chunk as it is when it fits (no copy), else joined or
+        /// split chunks.
+        mutating func take(max: Int) -> [UInt8] {
+            let first = chunks[head]
+            if first.count <= max && (head + 1 == chunks.count || first.count + chunks[head + 1].count > max) {
+                chunks[head] = []
+                advance()
+                buffered -= first.count
+                return first
+            }
+            var out: [UInt8] = []
+            out.reserveCapacity(min(max, buffered))
+            while out.count < max && head < chunks.count {
+                let c = chunks[head]
+                let n = min(max - out.count, c.count)
+                out += c[0..<n]
+                if n == c.count {
+                    chunks[head] = []
+                    advance()
+                } else {
+                    chunks[head] = Array(c[n...])
+                }
+            }
+            buffered -= out.count
+            return out
+        }
+
+        private mutating func advance() {
+            head += 1
+            if head == chunks.count {
+                chunks.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head >= 64 {
+                chunks.removeFirst(head)
+                head = 0
+            }
+        }
     }
 
     private let fd: CInt
     private let reactor: Reactor
     private let state = Mutex(State())
 
-    /// Takes ownership of the read end of a pipe.
+    /// Takes ownership of the read end of a pipe (or a pty master).
     init(taking fd: consuming FileDescriptor, reactor: Reactor = .shared) throws(Errno) {
         try fd.setNonBlocking()
         self.fd = fd.take()
@@ -36,30 +81,36 @@ final class StreamBuffer: Sendable {
     deinit { closeFD() }
 
     private func pull() {
-        var buf = [UInt8](repeating: 0, count: 64 * 1024)
-        let waiters: [CheckedContinuation<Void, Never>] = state.withLock { s in
-            guard !s.closed, !s.eof else { return [] }
-            var got = false
-            while s.data.count < Self.capacity {
-                let r = buf.withUnsafeMutableBytes { (try? readNonBlocking(fd, into: $0)) ?? .endOfFile }
-                switch r {
-                case .bytes(let n): s.data += buf[0..<n]; got = true; continue
-                case .wouldBlock: break
-                case .endOfFile: s.eof = true; got = true
+        let waiters: [CheckedContinuation<Void, Never>] = Self.scratch.withLock { buf in
+            state.withLock { s in
+                guard !s.closed, !s.eof else { return [] }
+                var got = false
+                while s.buffered < Self.capacity {
+                    // A pty master reports EIO once the other side is gone: that is its EOF.
+                    let r = (try? readNonBlocking(fd, into: buf)) ?? .endOfFile
+                    switch r {
+                    case .bytes(let n):
+                        s.chunks.append(Array(UnsafeRawBufferPointer(rebasing: buf[0..<n])))
+                        s.buffered += n
+                        got = true
+                        continue
+                    case .wouldBlock: break
+                    case .endOfFile: s.eof = true; got = true
+                    }
+                    break
                 }
-                break
+                if s.eof, let reg = s.registration {
+                    reactor.deregister(reg)
+                    s.registration = nil
+                } else if s.buffered >= Self.capacity, !s.paused, let reg = s.registration {
+                    s.paused = true
+                    try? reactor.modify(reg, interest: [])
+                }
+                guard got else { return [] }
+                let w = s.waiters
+                s.waiters = []
+                return w
             }
-            if s.eof, let reg = s.registration {
-                reactor.deregister(reg)
-                s.registration = nil
-            } else if s.data.count >= Self.capacity, !s.paused, let reg = s.registration {
-                s.paused = true
-                try? reactor.modify(reg, interest: [])
-            }
-            guard got else { return [] }
-            let w = s.waiters
-            s.waiters = []
-            return w
         }
         for w in waiters { w.resume() }
     }
@@ -68,11 +119,9 @@ final class StreamBuffer: Sendable {
     func read(max: Int) async -> [UInt8] {
         while true {
             let out: [UInt8]? = state.withLock { s in
-                if !s.data.isEmpty {
-                    let n = min(max, s.data.count)
-                    let chunk = Array(s.data.prefix(n))
-                    s.data.removeFirst(n)
-                    if s.paused && s.data.count < Self.capacity / 2, let reg = s.registration {
+                if s.buffered > 0 {
+                    let chunk = s.take(max: max)
+                    if s.paused && s.buffered < Self.capacity / 2, let reg = s.registration {
                         s.paused = false
                         try? reactor.modify(reg, interest: .readable)
                     }
@@ -81,7 +130,7 @@ final class StreamBuffer: Sendable {
                 return s.eof || s.closed ? [] : nil
             }
             if let out { return out }
-            await waitForChange { !$0.data.isEmpty || $0.eof || $0.closed }
+            await waitForChange { $0.buffered > 0 || $0.eof || $0.closed }
         }
     }
 

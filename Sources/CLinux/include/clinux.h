@@ -50,6 +50,8 @@ int cl_accept(int listen_fd);
 /// SO_PEERCRED of a connected unix socket.
 int cl_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 int cl_set_nonblocking(int fd, int on);
+/// F_SETPIPE_SZ: returns the capacity the kernel granted (it rounds up to pages).
+int cl_set_pipe_size(int fd, int bytes);
 /// pipe2 with O_CLOEXEC.
 int cl_pipe(int fds[2]);
 /// SIGPIPE is ignored process-wide so a peer that went away yields EPIPE, not death.

@@ -5,6 +5,10 @@
 //       an init that powers off at once (the floor: spawn → QEMU exit), medians over N runs,
 //       alternating so both see the same machine; plus the initramfs size and QEMU's RSS once
 //       the agent answered.
+//
+//   kata-bench guest --guest DIR --rootfs DIR [--runs N] [--mib N]
+//       exec latency p50/p99 over N execs of `true`, stdout and stdin throughput of N MiB
+//       through the agent (see GuestBench.swift).
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -92,16 +96,27 @@ struct KataBench {
     static func main() async {
         ignoreSIGPIPE()
         let args = Array(CommandLine.arguments.dropFirst())
-        guard args.first == "boot" else { fail("usage: kata-bench boot --guest DIR [--runs N]") }
-        var guest = "build/guest"
-        var runs = 5
+        guard let mode = args.first, mode == "boot" || mode == "guest" else {
+            fail("usage: kata-bench boot --guest DIR [--runs N] | guest --guest DIR --rootfs DIR [--runs N] [--mib N]")
+        }
+        var guest = "build/guest", rootfs = "build/rootfs/busybox"
+        var runs = mode == "boot" ? 5 : 100
+        var mib = 256
         var i = 1
         while i < args.count {
+            guard i + 1 < args.count else { fail("\(args[i]) needs a value") }
             switch args[i] {
-            case "--guest": guest = args[i + 1]; i += 2
-            case "--runs": runs = Int(args[i + 1]) ?? 5; i += 2
+            case "--guest": guest = args[i + 1]
+            case "--rootfs": rootfs = args[i + 1]
+            case "--runs": runs = Int(args[i + 1]) ?? runs
+            case "--mib": mib = Int(args[i + 1]) ?? mib
             default: fail("unknown argument \(args[i])")
             }
+            i += 2
+        }
+        if mode == "guest" {
+            do { try await GuestBench.run(guest: guest, rootfs: rootfs, runs: max(runs, 50), mib: mib) } catch { fail("\(error)") }
+            return
         }
         var agentTimes: [Double] = [], floorTimes: [Double] = [], rss: [Double] = []
         do {
