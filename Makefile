@@ -97,7 +97,7 @@ bench-boot: image
 ## bench-guest: exec latency, stdout and stdin throughput through the agent (one VM)
 bench-guest: image rootfs
 	$(SWIFT) build -c release --product kata-bench
-	.build/release/kata-bench guest --guest $(GUEST) --rootfs build/rootfs/busybox --runs $${RUNS:-100} --mib $${MIB:-256}
+	.build/release/kata-bench guest --guest $(GUEST) --rootfs build/rootfs/busybox --runs $${RUNS:-100} --mib $${MIB:-256} --vcpus $${VCPUS:-1}
 
 ## bench-ttrpc: unary echo rps and latency, Swift server vs Go server, same Go client
 bench-ttrpc: release interop-peer

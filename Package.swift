@@ -29,7 +29,7 @@ var targets: [Target] = [
     .executableTarget(name: "ttrpc-peer", dependencies: ["TTRPC", "SystemKit", "Protocols", "EchoService"],
                       swiftSettings: strict),
 
-    .executableTarget(name: "kata-agent", dependencies: ["GuestAgent", "SystemKit"], swiftSettings: strict),
+    .executableTarget(name: "kata-agent", dependencies: ["GuestAgent", "SystemKit", "CLinux"], swiftSettings: strict),
 
     .executableTarget(name: "kata-bench", dependencies: ["QEMU", "AgentClient", "SystemKit", "OCI", "Protocols"], swiftSettings: strict),
 

@@ -1,6 +1,7 @@
 #include "clinux.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -129,6 +130,11 @@ int cl_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
     *uid = cred.uid;
     *gid = cred.gid;
     return 0;
+}
+
+void cl_malloc_keep_large_blocks(void) {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
 }
 
 int cl_set_pipe_size(int fd, int bytes) { RET(fcntl(fd, F_SETPIPE_SZ, bytes)); }

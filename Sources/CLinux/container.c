@@ -1,6 +1,7 @@
 // Container processes in the guest. Everything from clone to exec runs in a child that is a
-// copy of the multithreaded agent, so only async-signal-safe calls are made there: no malloc,
-// no locks, no Swift. Failures are reported as {stage, errno} records on a CLOEXEC pipe.
+// copy of the multithreaded agent (or, for execs, shares its memory as a vfork child), so only
+// async-signal-safe calls are made there: no malloc, no locks, no Swift, no writes to shared
+// data. Failures are reported as {stage, errno} records on a CLOEXEC pipe.
 #include "cl_container.h"
 
 #include <errno.h>
@@ -397,7 +398,9 @@ static int exec_helper_main(void *arg) {
         if (fchdir(root) < 0 || chroot(".") < 0 || chdir("/") < 0) goto fail;
     }
     stage = ST_CLONE;
-    pid_t child = clone_child(exec_process_main, k, CLONE_PARENT);
+    // posix_spawn's way: share the memory, suspend until the child has exec'd. No page tables
+    // of the agent get copied (costly under TCG), and the agent keeps no copy-on-write pages.
+    pid_t child = clone_child(exec_process_main, k, CLONE_PARENT | CLONE_VM | CLONE_VFORK);
     if (child < 0) goto fail;
     report(k->report_fd, ST_PID, child);
     _exit(0);
@@ -410,7 +413,10 @@ int cl_container_exec(pid_t target_pid, int ns_flags, const cl_process_config *p
     int report[2];
     if (pipe2(report, O_CLOEXEC) < 0) return -errno;
     struct exec_child k = { target_pid, ns_flags, p, report[1] };
-    pid_t helper = clone_child(exec_helper_main, &k, SIGCHLD);
+    // The helper shares our memory and we are suspended until it exits, right after its
+    // child exec'd: a few syscalls, and the caller refuses execs into a frozen container, which
+    // would hold it here. Both are vfork children, so oom_score_adj stays theirs.
+    pid_t helper = clone_child(exec_helper_main, &k, CLONE_VM | CLONE_VFORK | SIGCHLD);
     int e = errno;
     close(report[1]);
     if (helper < 0) { close(report[0]); return -e; }

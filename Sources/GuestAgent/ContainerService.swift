@@ -306,11 +306,17 @@ public final class ContainerService: Sendable {
         _ = watchExit(helper)  // the helper exits right after reporting; reap it
         defer { Glibc.close(statusFD) }
 
-        guard let first = try await StageReport.next(statusFD) else {
+        // The process's own failure record (it ran first, as a vfork child) can precede the
+        // helper's PID record: collect both until EOF.
+        var pidRecord: StageReport.Record?, failure: StageReport.Record?
+        while let r = try await StageReport.next(statusFD) {
+            if r.isFailure { failure = failure ?? r } else if r.stage == CInt(CL_STAGE_PID) { pidRecord = r }
+        }
+        guard let pidRecord else {
+            if let failure { throw TTRPCError(StageReport.code(failure), "\(what): \(failure.name): \(failure.error)") }
             throw TTRPCError(.internal, "\(what): the exec helper died")
         }
-        guard !first.isFailure else { throw TTRPCError(StageReport.code(first), "\(what): \(first.name): \(first.error)") }
-        let pid = pid_t(first.value)
+        let pid = pid_t(pidRecord.value)
         let exit = watchExit(pid)
         let proc: ContainerProcess
         do {
@@ -324,14 +330,16 @@ public final class ContainerService: Sendable {
         let log = self.log
         Task {
             let status = await exit.value
-            log.info("exec exited", ("container", c.id), ("exec", execID), ("pid", String(pid)), ("status", status.description))
+            // Per-exec lines are debug: the guest console is an emulated UART, and a log line
+            // costs milliseconds there, a sizeable part of an exec.
+            log.debug("exec exited", ("container", c.id), ("exec", execID), ("pid", String(pid)), ("status", status.description))
             proc.exited(status)
         }
-        // The process exists (WaitProcess will report 127 if exec fails); the RPC still says why.
-        if let last = try await StageReport.next(statusFD), last.isFailure {
-            throw TTRPCError(StageReport.code(last), "\(what): \(last.name) \(options.args[0]): \(last.error)")
+        // The process exists (WaitProcess will report 127 if exec failed); the RPC still says why.
+        if let failure {
+            throw TTRPCError(StageReport.code(failure), "\(what): \(failure.name) \(options.args[0]): \(failure.error)")
         }
-        log.info("exec started", ("container", c.id), ("exec", execID), ("pid", String(pid)))
+        log.debug("exec started", ("container", c.id), ("exec", execID), ("pid", String(pid)))
         return GoogleProtobuf.Empty()
     }
 

@@ -10,9 +10,10 @@ import SystemKit
 /// gone and every byte has been read.
 final class StreamBuffer: Sendable {
     static let capacity = 1 << 20
-    /// Where pipe reads land before they become exact-size chunks. Pulls run on the reactor
-    /// thread, so the lock is never contended; one buffer serves every stream.
-    private static let scratch = Mutex(UnsafeMutableRawBufferPointer.allocate(byteCount: 256 << 10, alignment: 16))
+    /// Where pipe reads land before they become exact-size chunks: as large as a pipe, so a
+    /// full pipe becomes one chunk a ReadStdout can hand out without joining. Pulls run on the
+    /// reactor thread, so the lock is never contended; one buffer serves every stream.
+    private static let scratch = Mutex(UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16))
 
     private struct State {
         /// FIFO of chunks as read from the pipe; `head` indexes the first live one, so taking

@@ -19,6 +19,39 @@ public enum Frame {
         out.append(contentsOf: data)
         return out
     }
+
+    /// A successful unary Response frame (`Response{payload}`, no status) built in one buffer
+    /// with one copy of `payload`: the same bytes as `encode(data: Response(payload:)
+    /// .serializedBytes())`, without the two intermediate copies protobuf-c packing makes.
+    /// That matters for stream data, megabytes a second under TCG. Nil if the data would
+    /// exceed `maxDataLength`.
+    public static func encodeSuccessResponse(streamID: UInt32, payload: [UInt8]) -> [UInt8]? {
+        var field: [UInt8] = []
+        if !payload.isEmpty {
+            // Field 2, wire type 2 (length-delimited), then the length as a varint.
+            field.append(0x12)
+            var n = UInt64(payload.count)
+            while n >= 0x80 {
+                field.append(UInt8(truncatingIfNeeded: n) | 0x80)
+                n >>= 7
+            }
+            field.append(UInt8(n))
+        }
+        let length = field.count + payload.count
+        guard length <= maxDataLength else { return nil }
+        var out = [UInt8]()
+        out.reserveCapacity(headerLength + length)
+        let n = UInt32(length)
+        out.append(UInt8(n >> 24)); out.append(UInt8(truncatingIfNeeded: n >> 16))
+        out.append(UInt8(truncatingIfNeeded: n >> 8)); out.append(UInt8(truncatingIfNeeded: n))
+        out.append(UInt8(streamID >> 24)); out.append(UInt8(truncatingIfNeeded: streamID >> 16))
+        out.append(UInt8(truncatingIfNeeded: streamID >> 8)); out.append(UInt8(truncatingIfNeeded: streamID))
+        out.append(MessageType.response.rawValue)
+        out.append(0)
+        out.append(contentsOf: field)
+        out.append(contentsOf: payload)
+        return out
+    }
 }
 
 /// A frame's message type. Only Request and Response are used by unary calls; others are

@@ -258,13 +258,13 @@ public final class TTRPCServer: Sendable {
     }
 
     private func respond(on connection: ServerConnection, streamID: UInt32, payload: [UInt8]) {
-        var data = TTRPCWire.Response(payload: payload).serializedBytes()
-        if data.count > Frame.maxDataLength {
-            data = TTRPCWire.Response(status: TTRPCError(
-                .resourceExhausted, "response of \(data.count) bytes exceeds maximum message size of \(Frame.maxDataLength)").status)
-                .serializedBytes()
+        if let frame = Frame.encodeSuccessResponse(streamID: streamID, payload: payload) {
+            connection.frames.send(frame)
+            return
         }
-        connection.frames.send(Frame.encode(streamID: streamID, type: .response, data: data))
+        let size = TTRPCWire.Response(payload: payload).serializedSize
+        respond(on: connection, streamID: streamID, error: TTRPCError(
+            .resourceExhausted, "response of \(size) bytes exceeds maximum message size of \(Frame.maxDataLength)"))
     }
 
     private func respond(on connection: ServerConnection, streamID: UInt32, error: TTRPCError) {

@@ -4,6 +4,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLinux
 import GuestAgent
 import SystemKit
 
@@ -12,6 +13,7 @@ struct KataAgent {
     static func main() async {
         // Before any thread exists: every thread inherits the blocked SIGCHLD/SIGTERM.
         let signals = Reaper.blockSignals()
+        cl_malloc_keep_large_blocks()
         let isPID1 = getpid() == 1
         let early = Logger(fd: 2, minimumLevel: .info, fields: [("source", "agent")])
         if isPID1 {

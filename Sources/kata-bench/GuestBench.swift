@@ -15,7 +15,6 @@ import SystemKit
 enum GuestBench {
     static let rootfsTag = "benchRootfs"
     static let rootfsInGuest = "/run/bench-rootfs"
-    nonisolated(unsafe) static var readSize = 1 << 20
 
     static func spec(_ args: [String]) -> [UInt8] {
         Spec(process: Process(args: args, env: ["PATH=/bin"]), root: Root(path: rootfsInGuest, readonly: true),
@@ -24,11 +23,13 @@ enum GuestBench {
              linux: Linux(namespaces: ["pid", "ipc", "uts", "mount"].map { Linux.Namespace(type: $0) })).encoded()
     }
 
-    static func run(guest: String, rootfs: String, runs: Int, mib: Int) async throws {
+    static func run(guest: String, rootfs: String, runs: Int, mib: Int, vcpus: Int) async throws {
         let dir = tempDir()
         defer { removeDir(dir) }
         var c = config(guest, dir, initrd: "initramfs.cpio")
         c.sharedDirectories = [.init(tag: rootfsTag, path: rootfs)]
+        c.vcpus = vcpus
+        c.maxVCPUs = vcpus
         let qemu = try await QEMUProcess.launch(c, stderrPath: dir + "/qemu.log")
         defer { qemu.kill() }  // PDEATHSIG covers a crash of this process; this covers a throw
         let agent = try await AgentClient.dial(.virtioSerial(socketPath: dir + "/agent.sock"), timeout: .seconds(120),
@@ -53,7 +54,6 @@ enum GuestBench {
         latencies.sort()
         let p50 = latencies[latencies.count / 2], p99 = latencies[min(latencies.count - 1, latencies.count * 99 / 100)]
 
-        if let s = getenv("READ_KIB") { readSize = Int(atoi(s)) << 10 }
         let bytes = mib << 20
         // Reference: the same producer into a pipe inside the guest (no channel involved).
         // busybox dd moves 1 MiB per write(2) (head -c copies in small blocks).
@@ -66,7 +66,7 @@ enum GuestBench {
         let stdout = try await timed(agent, "out", ["sh", "-c", "\(produce) 2>/dev/null"]) { id in
             var got = 0
             while true {
-                let chunk = try await agent.readStdout(id, length: UInt32(readSize))
+                let chunk = try await agent.readStdout(id, length: 1 << 20)
                 if chunk.isEmpty { break }
                 got += chunk.count
             }
@@ -89,6 +89,7 @@ enum GuestBench {
         // What limits the streams: the share of the transfer the agent (PID 1) spent on CPU.
         say("stdout-agent-cpu-share: \(KataBench.format2(agentCPUStdout / stdout))")
         say("exec-runs: \(runs)")
+        say("vcpus: \(vcpus)")
         say("stream-mib: \(mib)")
         agent.close()
         qemu.kill()

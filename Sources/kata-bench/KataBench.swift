@@ -6,7 +6,7 @@
 //       alternating so both see the same machine; plus the initramfs size and QEMU's RSS once
 //       the agent answered.
 //
-//   kata-bench guest --guest DIR --rootfs DIR [--runs N] [--mib N]
+//   kata-bench guest --guest DIR --rootfs DIR [--runs N] [--mib N] [--vcpus N]
 //       exec latency p50/p99 over N execs of `true`, stdout and stdin throughput of N MiB
 //       through the agent (see GuestBench.swift).
 #if canImport(Glibc)
@@ -101,7 +101,7 @@ struct KataBench {
         }
         var guest = "build/guest", rootfs = "build/rootfs/busybox"
         var runs = mode == "boot" ? 5 : 100
-        var mib = 256
+        var mib = 256, vcpus = 1
         var i = 1
         while i < args.count {
             guard i + 1 < args.count else { fail("\(args[i]) needs a value") }
@@ -110,12 +110,13 @@ struct KataBench {
             case "--rootfs": rootfs = args[i + 1]
             case "--runs": runs = Int(args[i + 1]) ?? runs
             case "--mib": mib = Int(args[i + 1]) ?? mib
+            case "--vcpus": vcpus = Int(args[i + 1]) ?? vcpus
             default: fail("unknown argument \(args[i])")
             }
             i += 2
         }
         if mode == "guest" {
-            do { try await GuestBench.run(guest: guest, rootfs: rootfs, runs: max(runs, 50), mib: mib) } catch { fail("\(error)") }
+            do { try await GuestBench.run(guest: guest, rootfs: rootfs, runs: max(runs, 50), mib: mib, vcpus: vcpus) } catch { fail("\(error)") }
             return
         }
         var agentTimes: [Double] = [], floorTimes: [Double] = [], rss: [Double] = []

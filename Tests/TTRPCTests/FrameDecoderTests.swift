@@ -1,3 +1,4 @@
+import Protocols
 import TTRPC
 import Testing
 
@@ -75,5 +76,16 @@ import Testing
         d.append([0, 0, 0])
         #expect(d.next() == nil)
         #expect(d.bufferedBytes == 3)
+    }
+
+    /// The one-copy success frame is byte-identical to packing Response{payload} through
+    /// protobuf-c, at every varint length boundary, and refuses what would exceed 4 MiB.
+    @Test func successResponseFastPathMatchesProtobufC() {
+        for size in [0, 1, 127, 128, 16383, 16384, 2_097_151, 2_097_152, Frame.maxDataLength - 5] {
+            let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+            let slow = Frame.encode(streamID: 7, type: .response, data: TTRPCWire.Response(payload: payload).serializedBytes())
+            #expect(Frame.encodeSuccessResponse(streamID: 7, payload: payload) == slow, "size \(size)")
+        }
+        #expect(Frame.encodeSuccessResponse(streamID: 1, payload: [UInt8](repeating: 0, count: Frame.maxDataLength - 4)) == nil)
     }
 }

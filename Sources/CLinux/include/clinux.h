@@ -50,6 +50,10 @@ int cl_accept(int listen_fd);
 /// SO_PEERCRED of a connected unix socket.
 int cl_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 int cl_set_nonblocking(int fd, int on);
+/// Keeps large allocations (container output and frames of up to a few MiB) on the malloc
+/// heap instead of a fresh mmap each time, and freed memory mapped: under TCG every page fault
+/// of a new mapping is emulated, which made streaming cost more kernel time than copying.
+void cl_malloc_keep_large_blocks(void);
 /// F_SETPIPE_SZ: returns the capacity the kernel granted (it rounds up to pages).
 int cl_set_pipe_size(int fd, int bytes);
 /// pipe2 with O_CLOEXEC.
