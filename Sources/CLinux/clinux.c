@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -135,6 +137,25 @@ int cl_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
 void cl_malloc_keep_large_blocks(void) {
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
+
+long cl_splice(int in, int out, unsigned long len) {
+    ssize_t n;
+    do { n = splice(in, NULL, out, NULL, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE); } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : (long)n;
+}
+
+int cl_readable_bytes(int fd) {
+    int n = 0;
+    return ioctl(fd, FIONREAD, &n) < 0 ? -errno : n;
+}
+
+int cl_hung_up(int fd) {
+    struct pollfd p = { fd, POLLIN, 0 };
+    int r;
+    do { r = poll(&p, 1, 0); } while (r < 0 && errno == EINTR);
+    if (r < 0) return -errno;
+    return (p.revents & POLLHUP) ? 1 : 0;
 }
 
 int cl_set_pipe_size(int fd, int bytes) { RET(fcntl(fd, F_SETPIPE_SZ, bytes)); }

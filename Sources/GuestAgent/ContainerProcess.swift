@@ -14,9 +14,10 @@ final class ContainerProcess: Sendable {
     let execID: String
     let pid: pid_t
     let args: [String]
-    let stdout: StreamBuffer
+    /// Spliced pipes, or with a terminal the pty master through a buffer (a pty cannot splice).
+    let stdout: any OutputSource
     /// nil with a terminal: the pty carries both streams.
-    let stderr: StreamBuffer?
+    let stderr: (any OutputSource)?
     private let stdin: Mutex<CInt>          // -1 once closed
     private let ptyControl: Mutex<CInt>     // a pty master dup for resizing, -1 without a tty
     private let exit = Mutex<ExitStatus?>(nil)
@@ -28,8 +29,10 @@ final class ContainerProcess: Sendable {
         self.pid = pid
         self.args = args
         let fds = io.takeAgentEnds()
+        let terminal = fds.control >= 0
         do {
-            stdout = try StreamBuffer(taking: FileDescriptor(taking: fds.stdout))
+            stdout = terminal ? try StreamBuffer(taking: FileDescriptor(taking: fds.stdout))
+                              : try PipeOutput(taking: FileDescriptor(taking: fds.stdout))
         } catch {
             if fds.stderr >= 0 { Glibc.close(fds.stderr) }
             Glibc.close(fds.stdin)
@@ -37,7 +40,7 @@ final class ContainerProcess: Sendable {
             throw TTRPCError(.internal, "stdout: \(error)")
         }
         do {
-            stderr = fds.stderr < 0 ? nil : try StreamBuffer(taking: FileDescriptor(taking: fds.stderr))
+            stderr = fds.stderr < 0 ? nil : try PipeOutput(taking: FileDescriptor(taking: fds.stderr))
         } catch {
             stdout.closeFD()
             Glibc.close(fds.stdin)
@@ -74,9 +77,10 @@ final class ContainerProcess: Sendable {
         return status
     }
 
-    func read(stderr wantStderr: Bool, max: Int) async -> [UInt8] {
-        guard wantStderr else { return await stdout.read(max: max) }
-        return await stderr?.read(max: max) ?? []
+    /// The encoded ReadStreamResponse for ReadStdout or ReadStderr.
+    func read(stderr wantStderr: Bool, max: Int) async -> ResponseBody {
+        guard wantStderr else { return await stdout.responseBody(max: max) }
+        return await stderr?.responseBody(max: max) ?? ResponseBody(bytes: [])
     }
 
     func write(_ data: [UInt8]) async throws(TTRPCError) -> UInt32 {

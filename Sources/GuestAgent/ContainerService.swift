@@ -57,13 +57,15 @@ public final class ContainerService: Sendable {
             let p = try container(req.containerID).process(req.execID)
             return AgentAPI.WaitProcessResponse(status: await p.waitForExit().code)
         }
-        server.register(A.readStdout) { [self] req, _ in
+        // Output responses are encoded here (ReadStreamResponse.data, then bytes spliced from
+        // the process's pipe), so container output never passes through the agent's memory.
+        server.registerBody(A.readStdout) { [self] req, _ in
             let p = try container(req.containerID).process(req.execID)
-            return AgentAPI.ReadStreamResponse(data: await p.read(stderr: false, max: Self.chunk(req.len)))
+            return await p.read(stderr: false, max: Self.chunk(req.len))
         }
-        server.register(A.readStderr) { [self] req, _ in
+        server.registerBody(A.readStderr) { [self] req, _ in
             let p = try container(req.containerID).process(req.execID)
-            return AgentAPI.ReadStreamResponse(data: await p.read(stderr: true, max: Self.chunk(req.len)))
+            return await p.read(stderr: true, max: Self.chunk(req.len))
         }
         server.register(A.writeStdin) { [self] req, _ in
             let p = try container(req.containerID).process(req.execID)

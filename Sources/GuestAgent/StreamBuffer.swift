@@ -1,14 +1,16 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Protocols
 import Synchronization
 import SystemKit
+import TTRPC
 
 /// The agent's end of one container output pipe: bytes are read on the reactor into a bounded
 /// buffer and handed out by `read(max:)`. When the buffer is full the pipe is no longer read,
 /// so a fast writer blocks instead of losing output. EOF is reported only once the writer is
 /// gone and every byte has been read.
-final class StreamBuffer: Sendable {
+final class StreamBuffer: OutputSource {
     static let capacity = 1 << 20
     /// Where pipe reads land before they become exact-size chunks: as large as a pipe, so a
     /// full pipe becomes one chunk a ReadStdout can hand out without joining. Pulls run on the
@@ -133,6 +135,10 @@ final class StreamBuffer: Sendable {
             if let out { return out }
             await waitForChange { $0.buffered > 0 || $0.eof || $0.closed }
         }
+    }
+
+    func responseBody(max: Int) async -> ResponseBody {
+        ResponseBody(bytes: AgentAPI.ReadStreamResponse(data: await read(max: max)).serializedBytes())
     }
 
     /// Waits until the writer has closed and everything has been read into the buffer.

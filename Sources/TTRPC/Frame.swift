@@ -20,27 +20,21 @@ public enum Frame {
         return out
     }
 
-    /// A successful unary Response frame (`Response{payload}`, no status) built in one buffer
-    /// with one copy of `payload`: the same bytes as `encode(data: Response(payload:)
-    /// .serializedBytes())`, without the two intermediate copies protobuf-c packing makes.
-    /// That matters for stream data, megabytes a second under TCG. Nil if the data would
-    /// exceed `maxDataLength`.
-    public static func encodeSuccessResponse(streamID: UInt32, payload: [UInt8]) -> [UInt8]? {
+    /// The head of a successful unary Response frame (`Response{payload}`, no status) whose
+    /// payload is `payloadLength` bytes: frame header, field tag and length. Followed by the
+    /// payload, these are the same bytes as `encode(data: Response(payload:).serializedBytes())`
+    /// without the two intermediate copies protobuf-c packing makes, which matters for stream
+    /// data (megabytes a second under TCG). Nil if the frame would exceed `maxDataLength`.
+    public static func successResponseHead(streamID: UInt32, payloadLength: Int) -> [UInt8]? {
         var field: [UInt8] = []
-        if !payload.isEmpty {
-            // Field 2, wire type 2 (length-delimited), then the length as a varint.
-            field.append(0x12)
-            var n = UInt64(payload.count)
-            while n >= 0x80 {
-                field.append(UInt8(truncatingIfNeeded: n) | 0x80)
-                n >>= 7
-            }
-            field.append(UInt8(n))
+        if payloadLength > 0 {
+            field.append(0x12)  // field 2, length-delimited
+            appendVarint(payloadLength, to: &field)
         }
-        let length = field.count + payload.count
+        let length = field.count + payloadLength
         guard length <= maxDataLength else { return nil }
         var out = [UInt8]()
-        out.reserveCapacity(headerLength + length)
+        out.reserveCapacity(headerLength + field.count)
         let n = UInt32(length)
         out.append(UInt8(n >> 24)); out.append(UInt8(truncatingIfNeeded: n >> 16))
         out.append(UInt8(truncatingIfNeeded: n >> 8)); out.append(UInt8(truncatingIfNeeded: n))
@@ -49,6 +43,12 @@ public enum Frame {
         out.append(MessageType.response.rawValue)
         out.append(0)
         out.append(contentsOf: field)
+        return out
+    }
+
+    /// A whole successful Response frame carrying `payload` (see `successResponseHead`).
+    public static func encodeSuccessResponse(streamID: UInt32, payload: [UInt8]) -> [UInt8]? {
+        guard var out = successResponseHead(streamID: streamID, payloadLength: payload.count) else { return nil }
         out.append(contentsOf: payload)
         return out
     }

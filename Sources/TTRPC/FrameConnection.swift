@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLinux
 import Synchronization
 import SystemKit
 
@@ -21,9 +22,18 @@ final class FrameConnection: Sendable {
 
     /// Everything the writers and `close` share. Reading uses `reader` instead, so handler
     /// threads sending responses never wait for the reactor's read syscall.
+    /// One queued piece of output: bytes, or bytes still in a pipe that splice(2) moves.
+    private enum Chunk {
+        case bytes([UInt8])
+        /// `staged`: bytes already moved into the staging pipe, not yet into the connection.
+        case splice(fd: CInt, remaining: Int, staged: Int, completion: @Sendable (Bool) -> Void)
+    }
+
     private struct State {
-        var out: [[UInt8]] = []
-        var outOffset = 0          // bytes of out[0] already written
+        var out: [Chunk] = []
+        /// Created on the first splice; closed with the connection.
+        var staging: (read: CInt, write: CInt)?
+        var outOffset = 0          // bytes of a leading .bytes chunk already written
         var registration: Reactor.Registration?
         var wantWrite = false
         var readPaused = false
@@ -162,62 +172,134 @@ final class FrameConnection: Sendable {
     /// Queues `bytes` (one whole frame) for writing; false if the connection is closed.
     @discardableResult
     func send(_ bytes: [UInt8]) -> Bool {
+        enqueue([.bytes(bytes)])
+    }
+
+    /// Queues a frame made of `head` and then `splice.count` bytes spliced from `splice.fd`;
+    /// `splice.completion` runs once they have all moved (or the connection closed first).
+    @discardableResult
+    func send(_ head: [UInt8], splicing splice: ResponseBody.Splice) -> Bool {
+        enqueue([.bytes(head), .splice(fd: splice.fd, remaining: splice.count, staged: 0, completion: splice.completion)])
+    }
+
+    /// Writes what it can at once when nothing is queued ahead (no thread hop on the hot
+    /// path), queues the rest for the reactor.
+    private func enqueue(_ chunks: [Chunk]) -> Bool {
         var failure: Errno?
+        var completions: [@Sendable (Bool) -> Void] = []
         let ok: Bool = state.withLock { s in
             guard !s.closed, !s.closeWhenFlushed else { return false }
-            if s.out.isEmpty {
-                do {
-                    let n = try bytes.withUnsafeBytes { buf throws(Errno) in try writeNonBlocking(fd, from: buf) }
-                    if n == bytes.count { return true }
-                    s.out.append(bytes)
-                    s.outOffset = n
-                    queued.add(bytes.count - n, ordering: .relaxed)
-                } catch {
-                    failure = (error as? Errno) ?? Errno(EIO, "write")
-                    return false
-                }
+            let idle = s.out.isEmpty
+            for c in chunks {
+                s.out.append(c)
+                queued.add(Self.size(c), ordering: .relaxed)
+            }
+            if idle {
+                failure = writeQueued(&s, completed: &completions)
+                if failure != nil { return false }
+                if s.out.isEmpty { return true }
                 s.wantWrite = true
                 updateInterest(&s)
-            } else {
-                s.out.append(bytes)
-                queued.add(bytes.count, ordering: .relaxed)
             }
             return true
         }
+        for c in completions { c(true) }
         if let failure {
             // Never run close callbacks inline: the caller may hold its own locks.
             reactor.schedule(after: .zero) { [self] in close(.error(failure)) }
+        } else if !ok {
+            for case .splice(_, _, _, let completion) in chunks { completion(false) }
         }
         return ok
+    }
+
+    static let stagingSize = 1 << 20
+
+    private static func makeStagingPipe() -> (read: CInt, write: CInt)? {
+        var fds: [CInt] = [-1, -1]
+        guard cl_pipe(&fds) == 0 else { return nil }
+        _ = cl_set_nonblocking(fds[0], 1)
+        _ = cl_set_nonblocking(fds[1], 1)
+        _ = cl_set_pipe_size(fds[1], CInt(stagingSize))
+        return (fds[0], fds[1])
+    }
+
+    private static func size(_ c: Chunk) -> Int {
+        switch c {
+        case .bytes(let b): return b.count
+        case .splice(_, let remaining, _, _): return remaining
+        }
+    }
+
+    /// Writes queued chunks until the kernel pushes back; nil, or the error that must close
+    /// the connection. Finished splices' completions are collected to run outside the lock.
+    private func writeQueued(_ s: inout State, completed: inout [@Sendable (Bool) -> Void]) -> Errno? {
+        while let first = s.out.first {
+            switch first {
+            case .bytes(let bytes):
+                let n: Int
+                do {
+                    n = try bytes.withUnsafeBytes { buf throws(Errno) in
+                        try writeNonBlocking(fd, from: UnsafeRawBufferPointer(rebasing: buf[s.outOffset...]))
+                    }
+                } catch {
+                    return (error as? Errno) ?? Errno(EIO, "write")
+                }
+                if n == 0 { return nil }
+                s.outOffset += n
+                queued.subtract(n, ordering: .relaxed)
+                if s.outOffset == bytes.count {
+                    s.out.removeFirst()
+                    s.outOffset = 0
+                }
+            case .splice(let source, let remaining, var staged, let completion):
+                // Through a staging pipe that only this connection writes, always emptied
+                // whole into the connection: Linux 6.1's virtio-console splice builds zero-length
+                // descriptors (QEMU then stops the device) when a splice leaves buffers behind
+                // in the pipe, and the container's pipe gets new buffers at any moment.
+                guard let staging = s.staging ?? Self.makeStagingPipe() else {
+                    return Errno(EMFILE, "staging pipe")
+                }
+                s.staging = staging
+                if staged == 0 {
+                    let m = cl_splice(source, staging.write, UInt(min(remaining, Self.stagingSize)))
+                    if m <= 0 {
+                        return Errno(EIO, m == 0 ? "splice: the source pipe ended early"
+                                                 : "splice: the source pipe holds less than promised (\(Errno(CInt(-m))))")
+                    }
+                    staged = m
+                }
+                let n = cl_splice(staging.read, fd, UInt(staged))
+                if n == -Int(EAGAIN) {
+                    s.out[0] = .splice(fd: source, remaining: remaining, staged: staged, completion: completion)
+                    return nil
+                }
+                if n <= 0 { return n == 0 ? Errno(EIO, "splice: staging pipe empty") : Errno(CInt(-n), "splice") }
+                queued.subtract(n, ordering: .relaxed)
+                if n == remaining {
+                    s.out.removeFirst()
+                    completed.append(completion)
+                } else {
+                    s.out[0] = .splice(fd: source, remaining: remaining - n, staged: staged - n, completion: completion)
+                }
+            }
+        }
+        return nil
     }
 
     private func flush() {
         var failure: Errno?
         var finished = false
+        var completions: [@Sendable (Bool) -> Void] = []
         state.withLock { s in
             guard !s.closed else { return }
-            while let first = s.out.first {
-                let n: Int
-                do {
-                    n = try first.withUnsafeBytes { buf throws(Errno) in
-                        try writeNonBlocking(fd, from: UnsafeRawBufferPointer(rebasing: buf[s.outOffset...]))
-                    }
-                } catch {
-                    failure = (error as? Errno) ?? Errno(EIO, "write")
-                    return
-                }
-                if n == 0 { return }
-                s.outOffset += n
-                queued.subtract(n, ordering: .relaxed)
-                if s.outOffset == first.count {
-                    s.out.removeFirst()
-                    s.outOffset = 0
-                }
-            }
+            failure = writeQueued(&s, completed: &completions)
+            if failure != nil || !s.out.isEmpty { return }
             s.wantWrite = false
             updateInterest(&s)
             finished = s.closeWhenFlushed
         }
+        for c in completions { c(true) }
         if let failure { close(.error(failure)) } else if finished { close(.local) }
     }
 
@@ -235,12 +317,19 @@ final class FrameConnection: Sendable {
 
     /// Closes the fd now (queued bytes are dropped) and reports `reason` once.
     func close(_ reason: CloseReason = .local) {
+        var abandoned: [@Sendable (Bool) -> Void] = []
         let first: Bool = reader.withLock { r in
             state.withLock { s in
                 guard !s.closed else { return false }
                 s.closed = true
                 r.closed = true
+                for case .splice(_, _, _, let completion) in s.out { abandoned.append(completion) }
                 s.out = []
+                if let staging = s.staging {
+                    Glibc.close(staging.read)
+                    Glibc.close(staging.write)
+                    s.staging = nil
+                }
                 queued.store(0, ordering: .relaxed)
                 if let reg = s.registration { reactor.deregister(reg) }
                 s.registration = nil
@@ -248,6 +337,7 @@ final class FrameConnection: Sendable {
                 return true
             }
         }
+        for c in abandoned { c(false) }
         if first { onClose(self, reason) }
     }
 }

@@ -37,6 +37,8 @@ public final class TTRPCServer: Sendable {
 
     /// A handler over raw payload bytes.
     public typealias RawHandler = @Sendable (_ payload: [UInt8], _ context: CallContext) async throws -> [UInt8]
+    /// A handler over raw payload bytes whose response may end in spliced pipe bytes.
+    public typealias BodyHandler = @Sendable (_ payload: [UInt8], _ context: CallContext) async throws -> ResponseBody
 
     private struct State {
         var listeners: [(Reactor.Registration, CInt)] = []
@@ -49,7 +51,7 @@ public final class TTRPCServer: Sendable {
     // Connection bookkeeping changes per connect/close; the hot path per call touches only the
     // handler table (read by the reactor thread) and the connection's own atomics.
     private let state = Mutex(State())
-    private let handlers = Mutex<[String: [String: RawHandler]]>([:])
+    private let handlers = Mutex<[String: [String: BodyHandler]]>([:])
     private let shuttingDown = Atomic<Bool>(false)
 
     public init(options: Options = Options(), reactor: Reactor = .shared) {
@@ -74,7 +76,26 @@ public final class TTRPCServer: Sendable {
         }
     }
 
+    /// Registers a typed handler that builds its encoded response itself (see `ResponseBody`):
+    /// the response type's encoding is the handler's contract.
+    public func registerBody<Request, Response>(_ method: RPCMethod<Request, Response>,
+                                                _ handler: @escaping @Sendable (Request, CallContext) async throws -> ResponseBody) {
+        registerBody(service: method.service, method: method.method) { payload, context in
+            let request: Request
+            do {
+                request = try Request(serializedBytes: payload)
+            } catch {
+                throw TTRPCError(.invalidArgument, "error unmarshalling payload: \(error)")
+            }
+            return try await handler(request, context)
+        }
+    }
+
     public func registerRaw(service: String, method: String, _ handler: @escaping RawHandler) {
+        registerBody(service: service, method: method) { payload, context in ResponseBody(bytes: try await handler(payload, context)) }
+    }
+
+    public func registerBody(service: String, method: String, _ handler: @escaping BodyHandler) {
         handlers.withLock { $0[service, default: [:]][method] = handler }
     }
 
@@ -205,7 +226,7 @@ public final class TTRPCServer: Sendable {
             respond(on: connection, streamID: streamID, error: TTRPCError(.invalidArgument, "unmarshal request error: \(error)"))
             return
         }
-        let handler: RawHandler? = handlers.withLock { table in
+        let handler: BodyHandler? = handlers.withLock { table in
             table[request.service]?[request.method]
         }
         guard let handler else {
@@ -232,7 +253,7 @@ public final class TTRPCServer: Sendable {
         let payload = request.payload
         let preference: (any TaskExecutor)? = options.handlerExecutor == .reactor ? reactor : nil
         let task = Task(executorPreference: preference) { [self] in
-            let result: Result<[UInt8], any Error>
+            let result: Result<ResponseBody, any Error>
             do {
                 result = .success(try await handler(payload, context))
             } catch {
@@ -241,9 +262,11 @@ public final class TTRPCServer: Sendable {
             if let timer { reactor.cancel(timer) }
             if call.finish() {
                 switch result {
-                case .success(let bytes): respond(on: connection, streamID: streamID, payload: bytes)
+                case .success(let body): respond(on: connection, streamID: streamID, body: body)
                 case .failure(let error): respond(on: connection, streamID: streamID, error: TTRPCError(mapping: error))
                 }
+            } else if case .success(let body) = result {
+                body.abandon()  // the deadline answered already
             }
             callEnded(on: connection)
         }
@@ -257,14 +280,23 @@ public final class TTRPCServer: Sendable {
         }
     }
 
-    private func respond(on connection: ServerConnection, streamID: UInt32, payload: [UInt8]) {
-        if let frame = Frame.encodeSuccessResponse(streamID: streamID, payload: payload) {
-            connection.frames.send(frame)
+    private func respond(on connection: ServerConnection, streamID: UInt32, body: ResponseBody) {
+        guard var frame = Frame.successResponseHead(streamID: streamID, payloadLength: body.count) else {
+            body.abandon()
+            var length: [UInt8] = []
+            appendVarint(body.count, to: &length)
+            let size = 1 + length.count + body.count  // the Response message: tag, length, payload
+            respond(on: connection, streamID: streamID, error: TTRPCError(
+                .resourceExhausted, "response of \(size) bytes exceeds maximum message size of \(Frame.maxDataLength)"))
             return
         }
-        let size = TTRPCWire.Response(payload: payload).serializedSize
-        respond(on: connection, streamID: streamID, error: TTRPCError(
-            .resourceExhausted, "response of \(size) bytes exceeds maximum message size of \(Frame.maxDataLength)"))
+        frame.reserveCapacity(frame.count + body.prefix.count)
+        frame.append(contentsOf: body.prefix)
+        if let splice = body.splice {
+            connection.frames.send(frame, splicing: splice)
+        } else {
+            connection.frames.send(frame)
+        }
     }
 
     private func respond(on connection: ServerConnection, streamID: UInt32, error: TTRPCError) {

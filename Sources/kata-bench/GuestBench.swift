@@ -115,6 +115,7 @@ enum GuestBench {
     /// Seconds from StartContainer to the process's exit with `body` consuming its IO.
     static func timed(_ agent: AgentClient, _ id: String, _ args: [String],
                       _ body: (String) async throws -> Void) async throws -> Double {
+        TextFile.writeLine("kata-bench: \(id): \(args.joined(separator: " "))", to: 2)
         try await agent.createContainer(id, spec: spec(args))
         let start = ContinuousClock.now
         try await agent.startContainer(id)

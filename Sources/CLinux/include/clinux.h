@@ -54,6 +54,13 @@ int cl_set_nonblocking(int fd, int on);
 /// heap instead of a fresh mmap each time, and freed memory mapped: under TCG every page fault
 /// of a new mapping is emulated, which made streaming cost more kernel time than copying.
 void cl_malloc_keep_large_blocks(void);
+/// splice(2) from pipe `in` to `out`, non-blocking on both: bytes moved, 0 at the pipe's EOF,
+/// -EAGAIN when either side would block.
+long cl_splice(int in, int out, unsigned long len);
+/// FIONREAD: bytes waiting to be read.
+int cl_readable_bytes(int fd);
+/// 1 when poll(2) reports POLLHUP (a pipe with no writer left), 0 if not.
+int cl_hung_up(int fd);
 /// F_SETPIPE_SZ: returns the capacity the kernel granted (it rounds up to pages).
 int cl_set_pipe_size(int fd, int bytes);
 /// pipe2 with O_CLOEXEC.
