@@ -65,15 +65,7 @@ public final class TTRPCServer: Sendable {
     /// with InvalidArgument without calling the handler.
     public func register<Request, Response>(_ method: RPCMethod<Request, Response>,
                                             _ handler: @escaping @Sendable (Request, CallContext) async throws -> Response) {
-        registerRaw(service: method.service, method: method.method) { payload, context in
-            let request: Request
-            do {
-                request = try Request(serializedBytes: payload)
-            } catch {
-                throw TTRPCError(.invalidArgument, "error unmarshalling payload: \(error)")
-            }
-            return try await handler(request, context).serializedBytes()
-        }
+        registerBody(method) { request, context in ResponseBody(bytes: try await handler(request, context).serializedBytes()) }
     }
 
     /// Registers a typed handler that builds its encoded response itself (see `ResponseBody`):
