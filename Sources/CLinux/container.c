@@ -190,12 +190,15 @@ static int finish_process(const cl_process_config *p, int *stage) {
         // Keep the permitted set across the uid change; capset trims it right after.
         if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) return -1;
     }
+    // Raw syscalls, not glibc's wrappers: those broadcast the change to every thread glibc
+    // knows of (its thread list, shared memory for a vfork child), which here are the agent's
+    // own threads; that can hang the child and with it the agent. Credentials are per task.
     *stage = ST_GROUPS;
-    if (setgroups((size_t)p->n_groups, (const gid_t *)p->groups) < 0) return -1;
+    if (syscall(SYS_setgroups, (size_t)p->n_groups, (const gid_t *)p->groups) < 0) return -1;
     *stage = ST_GID;
-    if (setresgid(p->gid, p->gid, p->gid) < 0) return -1;
+    if (syscall(SYS_setresgid, p->gid, p->gid, p->gid) < 0) return -1;
     *stage = ST_UID;
-    if (setresuid(p->uid, p->uid, p->uid) < 0) return -1;
+    if (syscall(SYS_setresuid, p->uid, p->uid, p->uid) < 0) return -1;
     if (p->caps_set) {
         *stage = ST_CAPS;
         if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0 || capset_all(p) < 0) return -1;

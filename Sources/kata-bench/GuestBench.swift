@@ -26,6 +26,16 @@ enum GuestBench {
     static func run(guest: String, rootfs: String, runs: Int, mib: Int, vcpus: Int) async throws {
         let dir = tempDir()
         defer { removeDir(dir) }
+        do {
+            try await measure(dir: dir, guest: guest, rootfs: rootfs, runs: runs, mib: mib, vcpus: vcpus)
+        } catch {
+            // What the guest said last is usually the explanation.
+            TextFile.writeLine("kata-bench: guest console tail:\n" + TextFile.tail(dir + "/console.log", lines: 15), to: 2)
+            throw error
+        }
+    }
+
+    static func measure(dir: String, guest: String, rootfs: String, runs: Int, mib: Int, vcpus: Int) async throws {
         var c = config(guest, dir, initrd: "initramfs.cpio")
         c.sharedDirectories = [.init(tag: rootfsTag, path: rootfs)]
         c.vcpus = vcpus
@@ -45,8 +55,19 @@ enum GuestBench {
         var latencies: [Double] = []
         for i in 0..<(runs + 5) {
             let start = ContinuousClock.now
-            try await agent.execProcess("idle", execID: "e\(i)", process: trueProcess)
-            let code = try await agent.waitProcess("idle", execID: "e\(i)")
+            let code: Int32
+            do {
+                try await agent.execProcess("idle", execID: "e\(i)", process: trueProcess)
+            } catch {
+                TextFile.writeLine("kata-bench: ExecProcess \(i) failed", to: 2)
+                throw error
+            }
+            do {
+                code = try await agent.waitProcess("idle", execID: "e\(i)", timeout: .seconds(10))
+            } catch {
+                TextFile.writeLine("kata-bench: WaitProcess \(i) failed", to: 2)
+                throw error
+            }
             guard code == 0 else { fail("exec exited \(code)") }
             if i >= 5 { latencies.append(seconds(ContinuousClock.now - start) * 1000) }  // first 5 warm up
         }

@@ -79,6 +79,18 @@ extension ContainerTests {
         #expect(try await agent.waitProcess("host", execID: "missing") == 127)
         #expect(ContinuousClock.now - started < .seconds(3))
 
+        // Many execs in a row, as a non-root user (the credential calls in the vfork child once
+        // hung the agent after a few dozen): all exit 0, nothing is left behind.
+        var user = Process(args: ["true"], env: ["PATH=/bin"])
+        user.user = Process.User(uid: 1000, gid: 1000, additionalGids: [1000])
+        let userTrue = user.encoded()
+        for i in 0..<120 {
+            try await agent.execProcess("host", execID: "many\(i)", process: userTrue)
+            #expect(try await agent.waitProcess("host", execID: "many\(i)", timeout: .seconds(20)) == 0)
+        }
+        let diagnostics = try await agent.guestDiagnostics()
+        #expect(diagnostics.zombies == 0 && diagnostics.pids.count == 1, "\(diagnostics)")
+
         // Killing the container's first process takes its execs with it.
         try await agent.execProcess("host", execID: "long", process: process(["sleep", "100"]))
         try await agent.signalProcess("host", execID: "host", signal: SIGKILL)
