@@ -73,14 +73,14 @@ final class PipeOutput: OutputSource {
     private enum Next {
         case take(Int)
         case endOfStream
-        case wait(forData: Bool)
+        case wait(Reason)
     }
 
     func responseBody(max: Int) async -> ResponseBody {
         while true {
             let next: Next = state.withLock { s in
                 if s.closed { return .endOfStream }
-                if s.inFlight { return .wait(forData: false) }
+                if s.inFlight { return .wait(.spliceDone) }
                 // Hang-up first: with no writer left, an empty pipe stays empty.
                 let hungUp = s.hungUp || cl_hung_up(fd) == 1
                 let n = Int(cl_readable_bytes(fd))
@@ -88,7 +88,7 @@ final class PipeOutput: OutputSource {
                     s.inFlight = true
                     return .take(min(n, max))
                 }
-                return hungUp ? .endOfStream : .wait(forData: true)
+                return hungUp ? .endOfStream : .wait(.data)
             }
             switch next {
             case .endOfStream:
@@ -109,8 +109,8 @@ final class PipeOutput: OutputSource {
                     }
                     for w in waiters { w.resume() }
                 })
-            case .wait(let forData):
-                await suspend(forData: forData)
+            case .wait(let reason):
+                await suspend(until: reason)
             }
         }
     }
@@ -119,18 +119,29 @@ final class PipeOutput: OutputSource {
         while true {
             let done = state.withLock { s in s.closed || s.hungUp || cl_hung_up(fd) == 1 }
             if done { return }
-            await suspend(forData: false)
+            await suspend(until: .hangUp)
         }
     }
 
-    /// Waits for the next wake-up: an event on the pipe (data only when `forData`, hang-up
+    /// What a reader waits for; each is re-checked under the lock before suspending, so a
+    /// wake-up between the caller's check and here is not lost.
+    private enum Reason {
+        case data, spliceDone, hangUp
+    }
+
+    /// Waits for the next wake-up: an event on the pipe (data only when asked for, hang-up
     /// always), a finished splice, or closing.
-    private func suspend(forData: Bool) async {
+    private func suspend(until reason: Reason) async {
         await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
             let now = state.withLock { s -> Bool in
-                if s.closed || s.hungUp && forData { return true }
+                if s.closed { return true }
+                switch reason {
+                case .data: if s.hungUp { return true }
+                case .spliceDone: if !s.inFlight { return true }
+                case .hangUp: if s.hungUp { return true }
+                }
                 s.waiters.append(cont)
-                if forData, !s.wantData, let reg = s.registration {
+                if reason == .data, !s.wantData, let reg = s.registration {
                     s.wantData = true
                     try? reactor.modify(reg, interest: .readable)
                 }

@@ -61,4 +61,43 @@ import Testing
         output.closeFD()
         #expect(try await client.call(AgentAPI.AgentService.readStdout, AgentAPI.ReadStreamRequest(len: 10)).data.isEmpty)
     }
+
+    /// Two readers on one stream at once: splices are serialised (the second waits for the
+    /// first to finish), none is lost, and both see the end.
+    @Test(.timeLimit(.minutes(1))) func concurrentReadersShareTheStreamWithoutLosingBytes() async throws {
+        ignoreSIGPIPE()
+        let pipe = try FileDescriptor.pipe()
+        let writeEnd = pipe.second.take()
+        _ = cl_set_nonblocking(writeEnd, 1)
+        let output = try PipeOutput(taking: pipe.first)
+        // Handlers on the pool: readers and splice completions then really run in parallel.
+        var options = TTRPCServer.Options()
+        options.handlerExecutor = .globalPool
+        let server = TTRPCServer(options: options)
+        server.registerBody(AgentAPI.AgentService.readStdout) { req, _ in await output.responseBody(max: Int(req.len)) }
+        let sockets = try UnixSocket.pair()
+        try server.serve(connection: sockets.first)
+        let client = try TTRPCClient(taking: sockets.second)
+        defer { client.close() }
+
+        let data = [UInt8](repeating: 0x5a, count: 3 << 20)
+        let writer = Task { try await Self.feed(writeEnd, data) }
+        let counts = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<2 {
+                group.addTask {
+                    var n = 0
+                    while true {
+                        let chunk = try await client.call(AgentAPI.AgentService.readStdout, AgentAPI.ReadStreamRequest(len: 65536)).data
+                        if chunk.isEmpty { return n }
+                        n += chunk.count
+                    }
+                }
+            }
+            var all: [Int] = []
+            for try await n in group { all.append(n) }
+            return all
+        }
+        try await writer.value
+        #expect(counts.reduce(0, +) == data.count)
+    }
 }
