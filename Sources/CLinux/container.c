@@ -41,6 +41,19 @@ static const char *const stage_names[ST_COUNT] = {
     "chdir to cwd", "no_new_privs", "wait for start", "exec",
 };
 
+// Decimal text of v into out (NUL-terminated); returns its length. snprintf is not
+// async-signal-safe.
+static int format_int(char *out, long v) {
+    char tmp[24];
+    int t = 0, n = 0;
+    unsigned long u = v < 0 ? (unsigned long)-v : (unsigned long)v;
+    do { tmp[t++] = (char)('0' + u % 10); u /= 10; } while (u);
+    if (v < 0) out[n++] = '-';
+    while (t) out[n++] = tmp[--t];
+    out[n] = '\0';
+    return n;
+}
+
 static void report(int fd, int stage, int value) {
     int rec[2] = { stage, value };
     (void)!write(fd, rec, sizeof rec);
@@ -123,14 +136,8 @@ static int apply_inherited(const cl_process_config *p, int *stage) {
     }
     if (p->oom_score_adj_set) {
         *stage = ST_OOM_SCORE;
-        char buf[16];
-        int n = 0, v = p->oom_score_adj;
-        unsigned u = v < 0 ? (unsigned)-v : (unsigned)v;
-        char tmp[12];
-        int t = 0;
-        do { tmp[t++] = (char)('0' + u % 10); u /= 10; } while (u);
-        if (v < 0) buf[n++] = '-';
-        while (t) buf[n++] = tmp[--t];
+        char buf[24];
+        int n = format_int(buf, p->oom_score_adj);
         int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
         if (fd < 0) return -1;
         ssize_t w = write(fd, buf, (size_t)n);
@@ -366,25 +373,21 @@ static int exec_helper_main(void *arg) {
     static const struct { int flag; const char *name; } order[] = {
         { CLONE_NEWIPC, "ipc" }, { CLONE_NEWUTS, "uts" }, { CLONE_NEWPID, "pid" }, { CLONE_NEWNS, "mnt" },
     };
-    char path[64];
+    // "/proc/<pid>/" once; "ns/<name>" or "root" appended per file.
+    char path[64] = "/proc/";
+    char *leaf = path + 6;
+    leaf += format_int(leaf, k->target);
+    *leaf++ = '/';
     int fds[4], root = -1;
     for (int i = 0; i < 4; i++) {
         fds[i] = -1;
         if (!(k->ns_flags & order[i].flag)) continue;
-        // "/proc/<pid>/ns/<name>" without snprintf (not async-signal-safe).
-        char digits[12];
-        int n = 0;
-        unsigned v = (unsigned)k->target;
-        do { digits[n++] = (char)('0' + v % 10); v /= 10; } while (v);
-        char *o = path;
-        memcpy(o, "/proc/", 6); o += 6;
-        while (n) *o++ = digits[--n];
-        memcpy(o, "/ns/", 4); o += 4;
-        strcpy(o, order[i].name);
+        memcpy(leaf, "ns/", 3);
+        strcpy(leaf + 3, order[i].name);
         fds[i] = open(path, O_RDONLY | O_CLOEXEC);
         if (fds[i] < 0) goto fail;
         if (order[i].flag == CLONE_NEWNS) {
-            strcpy(o - 3, "root");  // "/proc/<pid>/root"
+            strcpy(leaf, "root");
             root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
             if (root < 0) goto fail;
         }

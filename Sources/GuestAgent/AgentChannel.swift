@@ -11,13 +11,7 @@ public enum AgentChannel {
     /// The device node of the virtio-serial port called `name`, found through sysfs (the guest
     /// has no udev): `/sys/class/virtio-ports/vportNpM/name` holds the name.
     public static func findPort(named name: String = portName) -> String? {
-        guard let dir = opendir("/sys/class/virtio-ports") else { return nil }
-        defer { closedir(dir) }
-        while let entry = readdir(dir) {
-            let port = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            guard port.hasPrefix("vport") else { continue }
+        for port in TextFile.directoryEntries("/sys/class/virtio-ports") ?? [] where port.hasPrefix("vport") {
             let text = TextFile.read("/sys/class/virtio-ports/\(port)/name") ?? ""
             if text.trimmingCharacters(in: .newlines) == name { return "/dev/\(port)" }
         }
@@ -27,13 +21,7 @@ public enum AgentChannel {
     /// Whether a virtio-vsock device is bound (the module alone creates /dev/vsock, which says
     /// nothing about a host on the other side).
     public static func vsockDevicePresent() -> Bool {
-        guard let dir = opendir("/sys/bus/virtio/drivers/vmw_vsock_virtio_transport") else { return false }
-        defer { closedir(dir) }
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name.hasPrefix("virtio") { return true }
-        }
-        return false
+        (TextFile.directoryEntries("/sys/bus/virtio/drivers/vmw_vsock_virtio_transport") ?? []).contains { $0.hasPrefix("virtio") }
     }
 
     /// Opens the port non-blocking.

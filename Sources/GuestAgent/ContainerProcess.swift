@@ -28,26 +28,10 @@ final class ContainerProcess: Sendable {
         self.execID = execID
         self.pid = pid
         self.args = args
-        let fds = io.takeAgentEnds()
-        let terminal = fds.control >= 0
-        do {
-            stdout = terminal ? try StreamBuffer(taking: FileDescriptor(taking: fds.stdout))
-                              : try PipeOutput(taking: FileDescriptor(taking: fds.stdout))
-        } catch {
-            if fds.stderr >= 0 { Glibc.close(fds.stderr) }
-            Glibc.close(fds.stdin)
-            if fds.control >= 0 { Glibc.close(fds.control) }
-            throw TTRPCError(.internal, "stdout: \(error)")
-        }
-        do {
-            stderr = fds.stderr < 0 ? nil : try PipeOutput(taking: FileDescriptor(taking: fds.stderr))
-        } catch {
-            stdout.closeFD()
-            Glibc.close(fds.stdin)
-            throw TTRPCError(.internal, "stderr: \(error)")
-        }
-        stdin = Mutex(fds.stdin)
-        ptyControl = Mutex(fds.control)
+        (stdout, stderr) = try io.takeOutputs()
+        let inputs = io.takeInputs()
+        stdin = Mutex(inputs.stdin)
+        ptyControl = Mutex(inputs.control)
     }
 
     var exitStatus: ExitStatus? { exit.withLock { $0 } }
@@ -190,9 +174,34 @@ final class ProcessIO {
         child = (-1, -1, -1)
     }
 
-    func takeAgentEnds() -> (stdin: CInt, stdout: CInt, stderr: CInt, control: CInt) {
-        let a = agent
-        agent = (-1, -1, -1, -1)
+    /// The output readers, each owning its fd from here on (a pty master through a buffer: a
+    /// pty cannot splice). What is not taken yet stays owned here and closes on release.
+    func takeOutputs() throws(TTRPCError) -> (stdout: any OutputSource, stderr: (any OutputSource)?) {
+        let terminal = agent.control >= 0
+        let out = agent.stdout, err = agent.stderr
+        agent.stdout = -1
+        agent.stderr = -1
+        let stdout: any OutputSource
+        do {
+            stdout = terminal ? try StreamBuffer(taking: FileDescriptor(taking: out)) : try PipeOutput(taking: FileDescriptor(taking: out))
+        } catch {
+            if err >= 0 { Glibc.close(err) }
+            throw TTRPCError(.internal, "stdout: \(error)")
+        }
+        guard err >= 0 else { return (stdout, nil) }
+        do {
+            return (stdout, try PipeOutput(taking: FileDescriptor(taking: err)))
+        } catch {
+            stdout.closeFD()
+            throw TTRPCError(.internal, "stderr: \(error)")
+        }
+    }
+
+    /// The stdin write end and the pty control dup (-1 without a terminal), now the caller's.
+    func takeInputs() -> (stdin: CInt, control: CInt) {
+        let a = (stdin: agent.stdin, control: agent.control)
+        agent.stdin = -1
+        agent.control = -1
         return a
     }
 }

@@ -14,14 +14,14 @@ enum GuestDiagnostics {
             let fields = line.split(separator: " ")
             return fields.count > 4 ? String(fields[4]) : nil
         }
-        let cgroups = entries(ContainerCgroup.parent).filter { name in
+        let cgroups = (TextFile.directoryEntries(ContainerCgroup.parent) ?? []).filter { name in
             var st = stat()
             return stat("\(ContainerCgroup.parent)/\(name)", &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
         }.sorted()
         let me = getpid()
         var pids: [Int32] = []
         var zombies: UInt32 = 0
-        for name in entries("/proc") {
+        for name in TextFile.directoryEntries("/proc") ?? [] {
             guard let pid = Int32(name), pid != me else { continue }
             // /proc/<pid>/stat: "pid (comm) S ..."; comm may hold spaces, so read after the last ')'.
             guard let stat = TextFile.read("/proc/\(pid)/stat", limit: 1024), let close = stat.lastIndex(of: ")") else { continue }
@@ -35,18 +35,5 @@ enum GuestDiagnostics {
             pids.append(pid)
         }
         return AgentAPI.GuestDiagnosticsResponse(mountPoints: mounts, containerCgroups: cgroups, pids: pids.sorted(), zombies: zombies)
-    }
-
-    private static func entries(_ dir: String) -> [String] {
-        guard let d = opendir(dir) else { return [] }
-        defer { closedir(d) }
-        var out: [String] = []
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            if name != "." && name != ".." { out.append(name) }
-        }
-        return out
     }
 }

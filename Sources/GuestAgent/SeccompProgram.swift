@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CSeccomp
 import OCI
+import SystemKit
 import TTRPC
 
 /// An OCI seccomp profile compiled to classic BPF (by libseccomp, in the agent), ready for the
@@ -42,7 +43,7 @@ final class SeccompProgram: Sendable {
         let r = withExtendedLifetime(arena) { cl_seccomp_compile(&p, &filter, &count, &failed) }
         guard r == 0, let filter else {
             let where_ = failed.map { String(cString: $0) } ?? "compile"
-            throw TTRPCError(.invalidArgument, "\(what): seccomp profile: \(where_): \(String(cString: strerror(-r)))")
+            throw TTRPCError(.invalidArgument, "\(what): seccomp profile: \(where_): \(Errno(-r))")
         }
         defer { cl_seccomp_free(filter) }
         instructions = Array(UnsafeBufferPointer(start: filter.assumingMemoryBound(to: UInt64.self), count: Int(count)))

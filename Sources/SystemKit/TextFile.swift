@@ -26,6 +26,19 @@ public enum TextFile {
         readBytes(path, limit: limit).map { String(decoding: $0, as: UTF8.self) }
     }
 
+    /// The names in a directory (sysfs, /proc; "." and ".." left out), or nil if it cannot
+    /// be opened.
+    public static func directoryEntries(_ path: String) -> [String]? {
+        guard let dir = opendir(path) else { return nil }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
     /// The last `lines` non-empty lines ("" if the file cannot be read).
     public static func tail(_ path: String, lines: Int) -> String {
         (read(path) ?? "").split(separator: "\n").suffix(lines).joined(separator: "\n")

@@ -9,15 +9,18 @@ public enum Frame {
     public static func encode(streamID: UInt32, type: MessageType, flags: UInt8 = 0, data: [UInt8]) -> [UInt8] {
         var out = [UInt8]()
         out.reserveCapacity(headerLength + data.count)
-        let n = UInt32(truncatingIfNeeded: data.count)
+        appendHeader(to: &out, length: UInt32(truncatingIfNeeded: data.count), streamID: streamID, type: type, flags: flags)
+        out.append(contentsOf: data)
+        return out
+    }
+
+    private static func appendHeader(to out: inout [UInt8], length n: UInt32, streamID: UInt32, type: MessageType, flags: UInt8) {
         out.append(UInt8(n >> 24)); out.append(UInt8(truncatingIfNeeded: n >> 16))
         out.append(UInt8(truncatingIfNeeded: n >> 8)); out.append(UInt8(truncatingIfNeeded: n))
         out.append(UInt8(streamID >> 24)); out.append(UInt8(truncatingIfNeeded: streamID >> 16))
         out.append(UInt8(truncatingIfNeeded: streamID >> 8)); out.append(UInt8(truncatingIfNeeded: streamID))
         out.append(type.rawValue)
         out.append(flags)
-        out.append(contentsOf: data)
-        return out
     }
 
     /// The head of a successful unary Response frame (`Response{payload}`, no status) whose
@@ -25,7 +28,8 @@ public enum Frame {
     /// payload, these are the same bytes as `encode(data: Response(payload:).serializedBytes())`
     /// without the two intermediate copies protobuf-c packing makes, which matters for stream
     /// data (megabytes a second under TCG). Nil if the frame would exceed `maxDataLength`.
-    public static func successResponseHead(streamID: UInt32, payloadLength: Int) -> [UInt8]? {
+    /// `reserving` bytes of capacity are added for what the caller appends.
+    public static func successResponseHead(streamID: UInt32, payloadLength: Int, reserving extra: Int = 0) -> [UInt8]? {
         var field: [UInt8] = []
         if payloadLength > 0 {
             field.append(0x12)  // field 2, length-delimited
@@ -34,21 +38,15 @@ public enum Frame {
         let length = field.count + payloadLength
         guard length <= maxDataLength else { return nil }
         var out = [UInt8]()
-        out.reserveCapacity(headerLength + field.count)
-        let n = UInt32(length)
-        out.append(UInt8(n >> 24)); out.append(UInt8(truncatingIfNeeded: n >> 16))
-        out.append(UInt8(truncatingIfNeeded: n >> 8)); out.append(UInt8(truncatingIfNeeded: n))
-        out.append(UInt8(streamID >> 24)); out.append(UInt8(truncatingIfNeeded: streamID >> 16))
-        out.append(UInt8(truncatingIfNeeded: streamID >> 8)); out.append(UInt8(truncatingIfNeeded: streamID))
-        out.append(MessageType.response.rawValue)
-        out.append(0)
+        out.reserveCapacity(headerLength + field.count + extra)
+        appendHeader(to: &out, length: UInt32(length), streamID: streamID, type: .response, flags: 0)
         out.append(contentsOf: field)
         return out
     }
 
     /// A whole successful Response frame carrying `payload` (see `successResponseHead`).
     public static func encodeSuccessResponse(streamID: UInt32, payload: [UInt8]) -> [UInt8]? {
-        guard var out = successResponseHead(streamID: streamID, payloadLength: payload.count) else { return nil }
+        guard var out = successResponseHead(streamID: streamID, payloadLength: payload.count, reserving: payload.count) else { return nil }
         out.append(contentsOf: payload)
         return out
     }

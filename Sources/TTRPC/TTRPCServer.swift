@@ -273,7 +273,7 @@ public final class TTRPCServer: Sendable {
     }
 
     private func respond(on connection: ServerConnection, streamID: UInt32, body: ResponseBody) {
-        guard var frame = Frame.successResponseHead(streamID: streamID, payloadLength: body.count) else {
+        guard var frame = Frame.successResponseHead(streamID: streamID, payloadLength: body.count, reserving: body.prefix.count) else {
             body.abandon()
             var length: [UInt8] = []
             appendVarint(body.count, to: &length)
@@ -282,7 +282,6 @@ public final class TTRPCServer: Sendable {
                 .resourceExhausted, "response of \(size) bytes exceeds maximum message size of \(Frame.maxDataLength)"))
             return
         }
-        frame.reserveCapacity(frame.count + body.prefix.count)
         frame.append(contentsOf: body.prefix)
         if let splice = body.splice {
             connection.frames.send(frame, splicing: splice)
